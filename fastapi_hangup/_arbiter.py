@@ -1,0 +1,141 @@
+"""One reader of the raw ASGI ``receive``, so a hang-up is seen without losing a byte.
+
+hypercorn and daphne deliver ``http.disconnect`` once: two tasks awaiting the raw ``receive``
+race for it and the loser blocks for ever. So while the handler works, one watcher task owns
+the raw ``receive``. Everyone else reads through :meth:`ReceiveArbiter.receive`, which hands on
+each message exactly once and in order, and replays the disconnect for ever after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+
+import anyio
+import anyio.lowlevel
+from starlette.types import Message, Receive
+
+from fastapi_hangup._backend import call_soon, spawn
+
+
+class _State(Enum):
+    IDLE = "idle"  # nobody has asked for the watcher yet
+    WATCHING = "watching"  # the watcher task owns the raw receive
+    STOPPED = "stopped"  # the handler's work is over: readers go straight to the raw receive
+
+
+class ReceiveArbiter:
+    """Owns the raw ``receive`` while the handler works and turns a hang-up into a callback.
+
+    The watcher holds at most one unread body message. While a non-final body message waits
+    for its reader the watcher pauses (upload backpressure is kept, a hang-up is noticed once
+    the reader takes the message). The final body message is held while the watcher goes on
+    listening, because after it only ``http.disconnect`` can come.
+    """
+
+    __slots__ = (
+        "_changed",
+        "_disconnect",
+        "_error",
+        "_finished",
+        "_on_disconnect",
+        "_raw",
+        "_state",
+        "_taken",
+        "_task",
+        "_unread",
+        "_watch_scope",
+        "_watcher_done",
+    )
+
+    def __init__(self, receive: Receive, on_disconnect: Callable[[], None]) -> None:
+        self._raw = receive
+        self._on_disconnect = on_disconnect
+        self._state = _State.IDLE
+        self._unread: Message | None = None
+        self._disconnect: Message | None = None
+        self._error: Exception | None = None
+        # Events are created lazily by whoever waits: a request that never suspends makes none.
+        self._changed: anyio.Event | None = None
+        self._taken: anyio.Event | None = None
+        self._finished: anyio.Event | None = None
+        self._watch_scope: anyio.CancelScope | None = None
+        self._watcher_done = False
+        self._task: object = None
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the watcher has seen ``http.disconnect``."""
+        return self._disconnect is not None
+
+    def arm_soon(self) -> None:
+        """Start watching once the handler first yields to the event loop."""
+        call_soon(self.arm)
+
+    def arm(self) -> None:
+        """Start the watcher task now, unless it runs already or the work is over."""
+        if self._state is _State.IDLE:
+            self._state = _State.WATCHING
+            self._task = spawn(self._watch)
+
+    async def stop(self) -> None:
+        """Stop watching and wait until the watcher is gone; the raw ``receive`` is free again."""
+        state, self._state = self._state, _State.STOPPED
+        if state is _State.WATCHING and not self._watcher_done:
+            if self._watch_scope is not None:
+                self._watch_scope.cancel()
+            self._finished = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await self._finished.wait()
+        self._notify()  # readers waiting on the watcher now read the raw receive themselves
+
+    async def receive(self) -> Message:
+        """Return the next request message: what the watcher holds, then the raw stream."""
+        while True:
+            if self._unread is not None:
+                # Request.is_disconnected() calls receive() in a cancelled scope: fail there
+                # instead of handing over (and so dropping) a body message.
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                message, self._unread = self._unread, None
+                if self._taken is not None:
+                    self._taken.set()
+                return message
+            if self._disconnect is not None:
+                return self._disconnect
+            if self._error is not None:
+                raise self._error
+            if self._state is _State.STOPPED:
+                return await self._raw()
+            self.arm()
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _watch(self) -> None:
+        try:
+            with anyio.CancelScope() as self._watch_scope:
+                while self._state is _State.WATCHING:
+                    message = await self._raw()
+                    if message["type"] != "http.request":
+                        self._disconnect = message
+                        self._notify()
+                        self._on_disconnect()
+                        return
+                    self._unread = message
+                    self._notify()
+                    if message.get("more_body", False):
+                        self._taken = anyio.Event()
+                        await self._taken.wait()
+                        self._taken = None
+        except Exception as exc:  # the server's receive failed: readers get the error
+            self._error = exc
+            self._notify()
+        finally:
+            self._watcher_done = True
+            if self._finished is not None:
+                self._finished.set()

@@ -1,0 +1,44 @@
+"""The two things anyio has no portable API for.
+
+The watcher is armed lazily: a request that finishes before its handler first gives control
+back to the event loop never pays for a task. That needs "run this callback soon" and "start
+a task outside any task group", which anyio does not offer, so each backend gets three lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # no asyncio loop in this thread: we run on trio
+        return None
+
+
+def call_soon(callback: Callable[[], None]) -> None:
+    """Run ``callback`` on the event loop once the current task next yields to it."""
+    loop = _running_loop()
+    if loop is not None:
+        loop.call_soon(callback)
+        return
+    import trio
+
+    trio.lowlevel.current_trio_token().run_sync_soon(callback)
+
+
+def spawn(func: Callable[[], Coroutine[Any, Any, None]]) -> object:
+    """Start ``func()`` as a task of its own and return a reference that keeps it alive.
+
+    The caller owns the task's lifetime: ``func`` must never raise, and the caller must stop
+    it and wait for it before the request ends (the arbiter does both).
+    """
+    loop = _running_loop()
+    if loop is not None:
+        return loop.create_task(func())
+    import trio
+
+    return trio.lowlevel.spawn_system_task(func)

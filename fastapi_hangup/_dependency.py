@@ -1,0 +1,94 @@
+"""``cancel_ctx``: the dependency that puts the endpoint's work in a cancel scope."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Annotated, Any, cast
+
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+
+from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
+from fastapi_hangup._exceptions import ClientDisconnected
+
+
+async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
+    """Give the endpoint the request's :class:`CancelOnDisconnect` context.
+
+    Use it as ``Depends(cancel_ctx)`` (or through the :data:`CancelCtx` alias). The context's
+    scope is entered while dependencies are solved and stays open until the request ends;
+    the watcher stops the moment the endpoint function returns, before the response is sent,
+    so ``http.disconnect`` after a complete response (which every server sends) and
+    BackgroundTasks are never affected. The default ``scope="request"`` and
+    ``scope="function"`` behave the same.
+
+    When the client hangs up while the endpoint works, the endpoint gets the backend's
+    cancellation exception at its next ``await``. The request then ends quietly: nothing is
+    sent, one record goes to the ``fastapi_hangup`` logger, and the rest of the request sees
+    :class:`ClientDisconnected`.
+
+    Raises:
+        TypeError: on a websocket route.
+        RuntimeError: outside a FastAPI route (for example, called by hand).
+    """
+    scope = connection.scope
+    existing = scope.get(SCOPE_KEY)
+    if existing is not None:
+        return cast(CancelOnDisconnect, existing)
+    if scope["type"] != "http":
+        raise TypeError(
+            "cancel_ctx only works on HTTP routes, but it was used on a websocket route. "
+            "A websocket endpoint learns that its client left from WebSocketDisconnect, "
+            "raised by websocket.receive_*(); remove Depends(cancel_ctx) there."
+        )
+    request_stack = scope.get("fastapi_inner_astack")
+    function_stack = scope.get("fastapi_function_astack")
+    if not isinstance(request_stack, AsyncExitStack) or not isinstance(
+        function_stack, AsyncExitStack
+    ):
+        raise RuntimeError(
+            "cancel_ctx must be solved by FastAPI for a route: declare it as "
+            "`ctx: CancelCtx` or `Depends(cancel_ctx)` in a path operation, not call it yourself."
+        )
+    request = cast(Request, connection)
+    ctx = CancelOnDisconnect(scope, request._receive)
+    # Every reader of this request (request.body(), .stream(), .form(), is_disconnected())
+    # goes through the arbiter from now on, so the watcher can never steal a body message.
+    request._receive = ctx.receive
+    _install_quiet_handler(scope)
+    # The scope lives on the request stack, not the function stack: yield dependencies and
+    # FastAPI's own cleanup scope are entered later on the request stack and must exit first.
+    ctx.scope.__enter__()
+    request_stack.push(ctx.exit_scope)
+    function_stack.push_async_exit(_end_work(ctx))
+    scope[SCOPE_KEY] = ctx
+    ctx.watch_soon()
+    return ctx
+
+
+def _end_work(ctx: CancelOnDisconnect) -> Any:
+    async def end_work(exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        await ctx.end_work()
+        if exc is None and ctx.is_cancelled:
+            # The client left, but the endpoint finished without another await: there is
+            # nobody to send the response to, and sending can block (hypercorn over HTTP/2).
+            raise ctx.disconnected_error()
+        return False
+
+    return end_work
+
+
+def _install_quiet_handler(scope: dict[str, Any]) -> None:
+    # Starlette looks handlers up in the app's own dict, captured before dependencies run,
+    # so the handler has to be in that dict; setdefault keeps one the user registered.
+    handlers = scope.get("starlette.exception_handlers")
+    if handlers is not None:
+        handlers[0].setdefault(ClientDisconnected, _send_nothing)
+
+
+async def _send_nothing(request: Request, exc: Exception) -> None:
+    """The client is gone, so the response is nothing; the log record was already written."""
+
+
+CancelCtx = Annotated[CancelOnDisconnect, Depends(cancel_ctx)]
+"""``ctx: CancelCtx`` is short for ``ctx: Annotated[CancelOnDisconnect, Depends(cancel_ctx)]``."""
