@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 from starlette.types import Message, Receive
 
-from fastapi_hangup._backend import call_soon, spawn
+from fastapi_hangup._backend import spawn
 
 
 class _State(Enum):
@@ -63,31 +63,30 @@ class ReceiveArbiter:
         self._watcher_done = False
         self._task: object = None
 
-    @property
-    def disconnected(self) -> bool:
-        """Whether the watcher has seen ``http.disconnect``."""
-        return self._disconnect is not None
-
-    def arm_soon(self) -> None:
-        """Start watching once the handler first yields to the event loop."""
-        call_soon(self.arm)
-
     def arm(self) -> None:
         """Start the watcher task now, unless it runs already or the work is over."""
         if self._state is _State.IDLE:
             self._state = _State.WATCHING
             self._task = spawn(self._watch)
 
-    async def stop(self) -> None:
-        """Stop watching and wait until the watcher is gone; the raw ``receive`` is free again."""
-        state, self._state = self._state, _State.STOPPED
-        if state is _State.WATCHING and not self._watcher_done:
-            if self._watch_scope is not None:
-                self._watch_scope.cancel()
+    def stop(self) -> None:
+        """Stop watching; the raw ``receive`` is free again when this returns.
+
+        Cancelling a task blocked in ``receive()`` withdraws it from the server's queue at
+        once on both backends, so a reader that comes next (Starlette's own disconnect
+        listener) cannot lose a message to the dying watcher.
+        """
+        self._state = _State.STOPPED
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+        self._notify()  # readers waiting on the watcher now read the raw receive themselves
+
+    async def wait_stopped(self) -> None:
+        """Wait until the watcher task, if one was started, has finished."""
+        if self._task is not None and not self._watcher_done:
             self._finished = anyio.Event()
             with anyio.CancelScope(shield=True):
                 await self._finished.wait()
-        self._notify()  # readers waiting on the watcher now read the raw receive themselves
 
     async def receive(self) -> Message:
         """Return the next request message: what the watcher holds, then the raw stream."""

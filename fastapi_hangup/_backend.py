@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import anyio
+
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
@@ -42,3 +44,15 @@ def spawn(func: Callable[[], Coroutine[Any, Any, None]]) -> object:
     import trio
 
     return trio.lowlevel.spawn_system_task(func)
+
+
+_scope_classes: dict[bool, type[anyio.CancelScope]] = {}
+
+
+def new_cancel_scope() -> anyio.CancelScope:
+    """Return ``anyio.CancelScope()``, minus anyio's per-call backend lookup (it adds ~1 µs)."""
+    on_asyncio = _running_loop() is not None
+    cls = _scope_classes.get(on_asyncio)
+    if cls is None:
+        cls = _scope_classes[on_asyncio] = type(anyio.CancelScope())
+    return cls()

@@ -8,9 +8,10 @@ import time
 from types import TracebackType
 
 import anyio
-from starlette.types import Receive, Scope
+from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
+from fastapi_hangup._backend import call_soon, new_cancel_scope
 from fastapi_hangup._exceptions import ClientDisconnected
 
 logger = logging.getLogger("fastapi_hangup")
@@ -36,6 +37,7 @@ class CancelOnDisconnect:
         "_finished",
         "_hung_up_at",
         "_loop_thread",
+        "_raw_receive",
         "_scope",
         "_started_at",
         "_working",
@@ -43,14 +45,15 @@ class CancelOnDisconnect:
 
     def __init__(self, asgi_scope: Scope, receive: Receive) -> None:
         self._asgi_scope = asgi_scope
-        self._scope = anyio.CancelScope()
+        self._raw_receive = receive
+        self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
+        self._scope = new_cancel_scope()
         self._cancelled = False
         self._working = True
         self._finished = False
         self._started_at = time.monotonic()
         self._hung_up_at: float | None = None
         self._loop_thread = threading.get_ident()
-        self._arbiter = ReceiveArbiter(receive, self.hang_up)
 
     def __repr__(self) -> str:
         state = "cancelled" if self._cancelled else "finished" if self._finished else "active"
@@ -89,14 +92,24 @@ class CancelOnDisconnect:
 
     # -- lifecycle, driven by the entry points -------------------------------------------------
 
-    @property
-    def receive(self) -> Receive:
-        """The request's ``receive`` as every reader must see it while the watcher runs."""
-        return self._arbiter.receive
+    async def receive(self) -> Message:
+        """The request's ``receive`` as every reader must see it once watching may start."""
+        return await self._get_arbiter().receive()
 
     def watch_soon(self) -> None:
         """Arm the watcher once the handler first yields to the event loop."""
-        self._arbiter.arm_soon()
+        call_soon(self._watch)
+
+    def _watch(self) -> None:
+        if self._working:
+            self._get_arbiter().arm()
+
+    def _get_arbiter(self) -> ReceiveArbiter:
+        if self._arbiter is None:
+            self._arbiter = ReceiveArbiter(self._raw_receive, self.hang_up)
+            if not self._working:
+                self._arbiter.stop()
+        return self._arbiter
 
     def hang_up(self) -> None:
         """The client went away: cancel the work, unless it is over already."""
@@ -105,10 +118,16 @@ class CancelOnDisconnect:
             self._cancelled = True
             self._scope.cancel()
 
-    async def end_work(self) -> None:
+    def end_work(self) -> None:
         """The handler's work is over: stop watching, so later disconnects mean nothing."""
         self._working = False
-        await self._arbiter.stop()
+        if self._arbiter is not None:
+            self._arbiter.stop()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the watcher task, if one ran, is gone (no task outlives its request)."""
+        if self._arbiter is not None:
+            await self._arbiter.wait_stopped()
 
     def exit_scope(
         self,
@@ -118,6 +137,9 @@ class CancelOnDisconnect:
     ) -> bool:
         """Leave :attr:`scope`; turn the hang-up's cancellation into :class:`ClientDisconnected`."""
         self._finished = True
+        # Break the scope <-> context cycle, so both die by reference counting instead of
+        # waiting for the garbage collector (measured: ~5 us per request).
+        self._asgi_scope.pop(SCOPE_KEY, None)
         # trio's scopes return True from __exit__ even with no exception to swallow.
         swallowed = bool(self._scope.__exit__(exc_type, exc, tb)) and exc is not None
         if not swallowed:

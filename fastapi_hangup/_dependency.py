@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
@@ -59,23 +61,33 @@ async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
     # The scope lives on the request stack, not the function stack: yield dependencies and
     # FastAPI's own cleanup scope are entered later on the request stack and must exit first.
     ctx.scope.__enter__()
-    request_stack.push(ctx.exit_scope)
-    function_stack.push_async_exit(_end_work(ctx))
+    request_stack.push_async_exit(_exit_request(ctx))
+    function_stack.push(_exit_function(ctx))
     scope[SCOPE_KEY] = ctx
     ctx.watch_soon()
     return ctx
 
 
-def _end_work(ctx: CancelOnDisconnect) -> Any:
-    async def end_work(exc_type: object, exc: BaseException | None, tb: object) -> bool:
-        await ctx.end_work()
+def _exit_function(ctx: CancelOnDisconnect) -> Callable[..., bool]:
+    def exit_function(exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        ctx.end_work()
         if exc is None and ctx.is_cancelled:
             # The client left, but the endpoint finished without another await: there is
             # nobody to send the response to, and sending can block (hypercorn over HTTP/2).
             raise ctx.disconnected_error()
         return False
 
-    return end_work
+    return exit_function
+
+
+def _exit_request(ctx: CancelOnDisconnect) -> Callable[..., Awaitable[bool]]:
+    async def exit_request(
+        exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        await ctx.wait_stopped()
+        return ctx.exit_scope(exc_type, exc, tb)
+
+    return exit_request
 
 
 def _install_quiet_handler(scope: dict[str, Any]) -> None:

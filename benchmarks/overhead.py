@@ -1,0 +1,100 @@
+"""Throughput of guarded routes against a plain route, measured with wrk against uvicorn.
+
+Each variant gets its own uvicorn process (one route at ``/``), pinned to CPU 0, while wrk runs
+on CPU 1. Variants are measured in interleaved rounds and each reports its median, so drift of
+the machine hits every variant alike. Prints req/s and the ratio to ``plain`` from this run.
+
+    uv run python benchmarks/overhead.py [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._apps import VARIANTS  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() else []
+
+
+def start_server(variant: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HANGUP_BENCH_VARIANT": variant, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        *pinned(0),
+        sys.executable, "-m", "uvicorn", "benchmarks._apps:app",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "warning", "--no-access-log",
+    ]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"uvicorn for {variant} did not start")
+
+
+def wrk(port: int, seconds: float, connections: int) -> float:
+    out = subprocess.run(
+        [*pinned(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None or "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk run failed:\n{out}")
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    servers = {v: (p := free_port(), start_server(v, p)) for v in args.variants}
+    results: dict[str, list[float]] = {v: [] for v in args.variants}
+    try:
+        for port, _ in servers.values():  # warm-up: imports, caches, JIT-free but still
+            wrk(port, 1, args.connections)
+        for _ in range(args.rounds):
+            for variant, (port, _) in servers.items():
+                results[variant].append(wrk(port, args.seconds, args.connections))
+    finally:
+        for _, proc in servers.values():
+            proc.terminate()
+            proc.wait(10)
+    base = statistics.median(results["plain"])
+    print(f"{'variant':<24}{'req/s (median)':>16}{'vs plain':>10}   runs")
+    for variant, runs in results.items():
+        med = statistics.median(runs)
+        shown = " ".join(f"{r:.0f}" for r in runs)
+        print(f"{variant:<24}{med:>16.0f}{med / base:>10.1%}   {shown}")
+
+
+if __name__ == "__main__":
+    main()
