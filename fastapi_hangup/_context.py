@@ -18,6 +18,9 @@ logger = logging.getLogger("fastapi_hangup")
 
 #: Where the one context of a request lives in the ASGI scope, so every entry point shares it.
 SCOPE_KEY = "fastapi_hangup.context"
+#: An optional callback in the ASGI scope that is told about the context once it exists
+#: (``fastapi_hangup.testing`` uses it to hand the context to your test).
+OBSERVER_KEY = "fastapi_hangup.observer"
 
 
 class CancelOnDisconnect:

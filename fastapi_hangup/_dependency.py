@@ -10,7 +10,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
+from fastapi_hangup._context import OBSERVER_KEY, SCOPE_KEY, CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected
 
 
@@ -64,6 +64,8 @@ async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
     request_stack.push_async_exit(_exit_request(ctx))
     function_stack.push(_exit_function(ctx))
     scope[SCOPE_KEY] = ctx
+    if OBSERVER_KEY in scope:
+        scope[OBSERVER_KEY](ctx)
     ctx.watch_soon()
     return ctx
 
