@@ -40,9 +40,17 @@ def start_server(variant: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HANGUP_BENCH_VARIANT": variant, "PYTHONPATH": str(ROOT)}
     cmd = [
         *pinned(0),
-        sys.executable, "-m", "uvicorn", "benchmarks._apps:app",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning", "--no-access-log",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks._apps:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
     ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     deadline = time.monotonic() + 15
@@ -58,8 +66,17 @@ def start_server(variant: str, port: int) -> subprocess.Popen[bytes]:
 
 def wrk(port: int, seconds: float, connections: int) -> float:
     out = subprocess.run(
-        [*pinned(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, check=True,
+        [
+            *pinned(1),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if match is None or "Non-2xx" in out or "Socket errors" in out:
