@@ -1,0 +1,1 @@
+"""Real-server tests: the promises of fastapi-hangup checked over loopback sockets."""
