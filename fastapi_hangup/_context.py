@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from types import TracebackType
 
 import anyio
 from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
 from fastapi_hangup._backend import call_soon, new_cancel_scope
-from fastapi_hangup._exceptions import ClientDisconnected
 
 logger = logging.getLogger("fastapi_hangup")
 
@@ -93,26 +91,24 @@ class CancelOnDisconnect:
         self._check_usable("shield()")
         return anyio.CancelScope(shield=True)
 
-    # -- lifecycle, driven by the entry points -------------------------------------------------
+    # -- lifecycle, driven by the entry points (dependency, decorator, route class) ----------
+
+    def start(self) -> None:
+        """Enter :attr:`scope`, make the context findable, and arm the watcher lazily.
+
+        Call it in the task that runs the work; :meth:`close` must follow in the same task.
+        """
+        scope = self._asgi_scope
+        scope[SCOPE_KEY] = self
+        observer = scope.get(OBSERVER_KEY)
+        if observer is not None:
+            observer(self)
+        self._scope.__enter__()
+        call_soon(self._watch)
 
     async def receive(self) -> Message:
         """The request's ``receive`` as every reader must see it once watching may start."""
         return await self._get_arbiter().receive()
-
-    def watch_soon(self) -> None:
-        """Arm the watcher once the handler first yields to the event loop."""
-        call_soon(self._watch)
-
-    def _watch(self) -> None:
-        if self._working:
-            self._get_arbiter().arm()
-
-    def _get_arbiter(self) -> ReceiveArbiter:
-        if self._arbiter is None:
-            self._arbiter = ReceiveArbiter(self._raw_receive, self.hang_up)
-            if not self._working:
-                self._arbiter.stop()
-        return self._arbiter
 
     def hang_up(self) -> None:
         """The client went away: cancel the work, unless it is over already."""
@@ -127,36 +123,38 @@ class CancelOnDisconnect:
         if self._arbiter is not None:
             self._arbiter.stop()
 
-    async def wait_stopped(self) -> None:
-        """Wait until the watcher task, if one ran, is gone (no task outlives its request)."""
+    async def close(self, exc: BaseException | None) -> bool:
+        """End the work, wait for the watcher task to go, and leave :attr:`scope`.
+
+        Returns:
+            Whether ``exc`` was the hang-up's cancellation, which the scope swallowed: the
+            caller then ends the request quietly.
+
+        Raises:
+            RuntimeError: the application cancelled :attr:`scope` itself.
+        """
+        self.end_work()
         if self._arbiter is not None:
             await self._arbiter.wait_stopped()
-
-    def exit_scope(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        """Leave :attr:`scope`; turn the hang-up's cancellation into :class:`ClientDisconnected`."""
         self._finished = True
         # Break the scope <-> context cycle, so both die by reference counting instead of
         # waiting for the garbage collector (measured: ~5 us per request).
         self._asgi_scope.pop(SCOPE_KEY, None)
-        # trio's scopes return True from __exit__ even with no exception to swallow.
-        swallowed = bool(self._scope.__exit__(exc_type, exc, tb)) and exc is not None
-        if not swallowed:
+        if exc is None:
+            self._scope.__exit__(None, None, None)
+            return False
+        if not self._scope.__exit__(type(exc), exc, exc.__traceback__):
             return False
         if self._cancelled:
-            raise self.disconnected_error() from None
+            return True
         raise RuntimeError(
             "ctx.scope was cancelled by the application, not by a hang-up, so the endpoint "
             "produced no response. To give up on a piece of work, wrap just that piece in "
             "`with anyio.move_on_after(...)` or your own `anyio.CancelScope()`."
         ) from exc
 
-    def disconnected_error(self) -> ClientDisconnected:
-        """Log the abandoned request once and return the exception that ends it."""
+    def log_hang_up(self) -> None:
+        """Write the one log record of an abandoned request."""
         scope = self._asgi_scope
         route = getattr(scope.get("route"), "path", None) or scope.get("path", "?")
         ended = self._hung_up_at if self._hung_up_at is not None else time.monotonic()
@@ -173,7 +171,17 @@ class CancelOnDisconnect:
                 "duration_ms": ran_ms,
             },
         )
-        return ClientDisconnected()
+
+    def _watch(self) -> None:
+        if self._working:
+            self._get_arbiter().arm()
+
+    def _get_arbiter(self) -> ReceiveArbiter:
+        if self._arbiter is None:
+            self._arbiter = ReceiveArbiter(self._raw_receive, self.hang_up)
+            if not self._working:
+                self._arbiter.stop()
+        return self._arbiter
 
     def _check_usable(self, what: str) -> None:
         if self._finished:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from fastapi_hangup._context import OBSERVER_KEY, SCOPE_KEY, CancelOnDisconnect
+from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected
+from fastapi_hangup._guard import open_context
 
 
 async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
@@ -29,6 +30,9 @@ async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
     sent, one record goes to the ``fastapi_hangup`` logger, and the rest of the request sees
     :class:`ClientDisconnected`.
 
+    If the route is a :class:`CancellableRoute` (or the endpoint is ``@cancellable``), the
+    dependency returns that entry point's context: one request has one context.
+
     Raises:
         TypeError: on a websocket route.
         RuntimeError: outside a FastAPI route (for example, called by hand).
@@ -37,12 +41,6 @@ async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
     existing = scope.get(SCOPE_KEY)
     if existing is not None:
         return cast(CancelOnDisconnect, existing)
-    if scope["type"] != "http":
-        raise TypeError(
-            "cancel_ctx only works on HTTP routes, but it was used on a websocket route. "
-            "A websocket endpoint learns that its client left from WebSocketDisconnect, "
-            "raised by websocket.receive_*(); remove Depends(cancel_ctx) there."
-        )
     request_stack = scope.get("fastapi_inner_astack")
     function_stack = scope.get("fastapi_function_astack")
     if not isinstance(request_stack, AsyncExitStack) or not isinstance(
@@ -52,21 +50,11 @@ async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
             "cancel_ctx must be solved by FastAPI for a route: declare it as "
             "`ctx: CancelCtx` or `Depends(cancel_ctx)` in a path operation, not call it yourself."
         )
-    request = cast(Request, connection)
-    ctx = CancelOnDisconnect(scope, request._receive)
-    # Every reader of this request (request.body(), .stream(), .form(), is_disconnected())
-    # goes through the arbiter from now on, so the watcher can never steal a body message.
-    request._receive = ctx.receive
-    _install_quiet_handler(scope)
+    ctx = open_context(cast(Request, connection))
     # The scope lives on the request stack, not the function stack: yield dependencies and
     # FastAPI's own cleanup scope are entered later on the request stack and must exit first.
-    ctx.scope.__enter__()
     request_stack.push_async_exit(_exit_request(ctx))
     function_stack.push(_exit_function(ctx))
-    scope[SCOPE_KEY] = ctx
-    if OBSERVER_KEY in scope:
-        scope[OBSERVER_KEY](ctx)
-    ctx.watch_soon()
     return ctx
 
 
@@ -76,7 +64,8 @@ def _exit_function(ctx: CancelOnDisconnect) -> Callable[..., bool]:
         if exc is None and ctx.is_cancelled:
             # The client left, but the endpoint finished without another await: there is
             # nobody to send the response to, and sending can block (hypercorn over HTTP/2).
-            raise ctx.disconnected_error()
+            ctx.log_hang_up()
+            raise ClientDisconnected()
         return False
 
     return exit_function
@@ -86,22 +75,12 @@ def _exit_request(ctx: CancelOnDisconnect) -> Callable[..., Awaitable[bool]]:
     async def exit_request(
         exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        await ctx.wait_stopped()
-        return ctx.exit_scope(exc_type, exc, tb)
+        if await ctx.close(exc):
+            ctx.log_hang_up()
+            raise ClientDisconnected() from None
+        return False
 
     return exit_request
-
-
-def _install_quiet_handler(scope: dict[str, Any]) -> None:
-    # Starlette looks handlers up in the app's own dict, captured before dependencies run,
-    # so the handler has to be in that dict; setdefault keeps one the user registered.
-    handlers = scope.get("starlette.exception_handlers")
-    if handlers is not None:
-        handlers[0].setdefault(ClientDisconnected, _send_nothing)
-
-
-async def _send_nothing(request: Request, exc: Exception) -> None:
-    """The client is gone, so the response is nothing; the log record was already written."""
 
 
 CancelCtx = Annotated[CancelOnDisconnect, Depends(cancel_ctx)]

@@ -1,0 +1,112 @@
+"""Running work inside a request's context: at function level and at route (ASGI) level."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
+from fastapi_hangup._exceptions import ClientDisconnected
+
+T = TypeVar("T")
+
+
+def open_context(request: Request) -> CancelOnDisconnect:
+    """Create and start the request's context, with every reader going through its arbiter."""
+    scope = request.scope
+    if scope["type"] != "http":
+        raise TypeError(
+            "fastapi-hangup only works on HTTP routes, but it was used on a websocket route. "
+            "A websocket endpoint learns that its client left from WebSocketDisconnect, "
+            "raised by websocket.receive_*(); remove cancel_ctx / @cancellable there."
+        )
+    ctx = CancelOnDisconnect(scope, request._receive)
+    # Every reader of this request (request.body(), .stream(), .form(), is_disconnected())
+    # goes through the arbiter from now on, so the watcher can never steal a body message.
+    request._receive = ctx.receive
+    _install_quiet_handler(scope)
+    ctx.start()
+    return ctx
+
+
+async def call_guarded(request: Request, call: Callable[[], Awaitable[T]]) -> T:
+    """Await ``call()`` inside the request's context (``@cancellable`` on a plain route).
+
+    If an entry point further out (the route class, the dependency) already guards the
+    request, ``call()`` simply runs inside that one.
+    """
+    if SCOPE_KEY in request.scope:
+        return await call()
+    ctx = open_context(request)
+    try:
+        result = await call()
+    except BaseException as exc:
+        if await ctx.close(exc):
+            ctx.log_hang_up()
+            raise ClientDisconnected() from None
+        raise
+    if await ctx.close(None) or ctx.is_cancelled:
+        # The client left, but the endpoint finished without another await: there is
+        # nobody to send the response to, and sending can block (hypercorn over HTTP/2).
+        ctx.log_hang_up()
+        raise ClientDisconnected()
+    return result
+
+
+def guard_route(app: ASGIApp, methods: frozenset[str]) -> ASGIApp:
+    """Wrap a route's ASGI app so the whole request runs inside its context.
+
+    The route sees the raw ``receive`` and ``send``: the context covers dependencies, the
+    endpoint and a streaming response body, and knows exactly when the response is complete
+    (a later ``http.disconnect`` is the end of the stream, not a hang-up).
+    """
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in methods or SCOPE_KEY in scope:
+            await app(scope, receive, send)
+            return
+        ctx = CancelOnDisconnect(scope, receive)
+
+        async def send_while_listened(message: Message) -> None:
+            if ctx.is_cancelled:
+                return  # nobody reads it, and a send to a closed HTTP/2 stream can block
+            if _completes_response(message):
+                ctx.end_work()
+            await send(message)
+
+        ctx.start()
+        try:
+            await app(scope, ctx.receive, send_while_listened)
+        except BaseException as exc:
+            if not await ctx.close(exc):
+                raise
+        else:
+            await ctx.close(None)
+        if ctx.is_cancelled:
+            ctx.log_hang_up()
+
+    return guarded
+
+
+def _completes_response(message: Message) -> bool:
+    kind = message["type"]
+    if kind == "http.response.body":
+        return not message.get("more_body", False)
+    if kind == "http.response.trailers":
+        return not message.get("more_trailers", False)
+    return kind in ("http.response.pathsend", "http.response.zerocopysend")
+
+
+def _install_quiet_handler(scope: dict[str, Any]) -> None:
+    # Starlette looks handlers up in the app's own dict, captured before dependencies run,
+    # so the handler has to be in that dict; setdefault keeps one the user registered.
+    handlers = scope.get("starlette.exception_handlers")
+    if handlers is not None:
+        handlers[0].setdefault(ClientDisconnected, _send_nothing)
+
+
+async def _send_nothing(request: Request, exc: Exception) -> None:
+    """The client is gone, so the response is nothing; the log record was already written."""
