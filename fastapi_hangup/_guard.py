@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -100,7 +100,7 @@ def _completes_response(message: Message) -> bool:
     return kind in ("http.response.pathsend", "http.response.zerocopysend")
 
 
-def _install_quiet_handler(scope: dict[str, Any]) -> None:
+def _install_quiet_handler(scope: Scope) -> None:
     # Starlette looks handlers up in the app's own dict, captured before dependencies run,
     # so the handler has to be in that dict; setdefault keeps one the user registered.
     handlers = scope.get("starlette.exception_handlers")

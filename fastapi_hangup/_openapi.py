@@ -1,0 +1,84 @@
+"""Marking cancellable operations in the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from fastapi_hangup._policy import policy_of
+
+EXTENSION = "x-cancel-on-disconnect"
+"""The vendor extension on every cancellable operation."""
+
+STATUS_499 = {
+    "description": (
+        "Client Closed Request: the server stopped working on this request because the "
+        "client disconnected. The client never receives this status; it appears in logs."
+    )
+}
+
+
+def extension_value(methods: Iterable[str]) -> dict[str, Any]:
+    """What ``x-cancel-on-disconnect`` says about an operation."""
+    return {
+        "cancellable": True,
+        "methods": sorted(methods),
+        "description": (
+            "If the client disconnects before the response is complete, the server stops "
+            "working on the request."
+        ),
+    }
+
+
+def mark_operation(route: APIRoute, methods: Iterable[str], *, tag: str | None = None) -> None:
+    """Add the vendor extension, the documented 499 response and the tag to one route."""
+    route.openapi_extra = {**(route.openapi_extra or {}), EXTENSION: extension_value(methods)}
+    route.responses = {**route.responses, 499: STATUS_499}
+    if tag is not None and tag not in route.tags:
+        route.tags = [*route.tags, tag]
+
+
+def document_cancellation(app: FastAPI, *, tag: str | None = None) -> None:
+    """Mark the operations that ``@cancellable`` or ``cancel_ctx`` guard, on a plain router.
+
+    A :class:`CancellableRoute` marks its operations itself. Routes of a plain router do not
+    know what their dependencies do, so call this once after adding the routes (or at any time
+    before the schema is first built); it marks every route whose endpoint is
+    ``@cancellable`` or depends on ``cancel_ctx``, directly or through sub-dependencies.
+
+    Args:
+        app: the application.
+        tag: an OpenAPI tag to add to every cancellable operation.
+    """
+    from fastapi_hangup._dependency import cancel_ctx
+
+    for route in _api_routes(app.routes):
+        if _is_marked(route):
+            continue
+        policy = policy_of(route.endpoint)
+        if policy is not None and policy.enabled:
+            mark_operation(route, policy.methods_for(route.methods or ()), tag=tag)
+        elif _depends_on(route.dependant, cancel_ctx):
+            mark_operation(route, route.methods or (), tag=tag)
+    app.openapi_schema = None  # rebuild it with the marks
+
+
+def _api_routes(routes: Iterable[Any]) -> Iterable[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        # FastAPI 0.165+ keeps an included router as one entry that wraps the original.
+        included = getattr(getattr(route, "original_router", None), "routes", None)
+        if included is not None:
+            yield from _api_routes(included)
+
+
+def _is_marked(route: APIRoute) -> bool:
+    return EXTENSION in (route.openapi_extra or {})
+
+
+def _depends_on(dependant: Any, call: Any) -> bool:
+    return any(d.call is call or _depends_on(d, call) for d in dependant.dependencies)

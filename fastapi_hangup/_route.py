@@ -1,0 +1,74 @@
+"""``CancellableRoute``: make every route of a router cancellable, for the whole request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from fastapi.routing import APIRoute
+from starlette.types import Receive, Scope, Send
+
+from fastapi_hangup._guard import guard_route
+from fastapi_hangup._openapi import mark_operation
+from fastapi_hangup._policy import SAFE_METHODS, normalize_methods, policy_of
+
+
+class CancellableRoute(APIRoute):
+    """A route class whose requests stop when their client hangs up.
+
+    Use it for a whole router: ``APIRouter(route_class=CancellableRoute)`` (or
+    ``app.router.route_class = CancellableRoute`` before adding routes). Unlike the
+    dependency, the route sees the raw ASGI ``receive`` and ``send``, so the guard covers the
+    whole request: body parsing, every dependency, the endpoint, and a streaming response
+    body (``StreamingResponse``, SSE and JSON Lines generator endpoints, file responses). It
+    tells "client left" from "response finished" exactly, from what it sends.
+
+    By default only safe methods (GET, HEAD, OPTIONS, QUERY) are cancelled: a write cancelled
+    half-way can leave state half-written. Opt a route in with ``@cancellable`` (all of its
+    methods) or the whole router with :func:`cancellable_route`; opt a route out with
+    ``@cancellable(False)``. Cancellable operations are marked in the OpenAPI document.
+    """
+
+    cancel_methods: ClassVar[frozenset[str]] = SAFE_METHODS
+    """The methods this router cancels unless a route's ``@cancellable`` says otherwise."""
+    openapi_tag: ClassVar[str | None] = None
+    """A tag added to every cancellable operation, if set."""
+
+    def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        policy = policy_of(endpoint)
+        served = self.methods or set()
+        if policy is not None:
+            self.cancelled_methods = policy.methods_for(served)
+        else:
+            self.cancelled_methods = frozenset(served) & self.cancel_methods
+        # handle() is what runs a request, for a route of this router and for the same route
+        # included into another router (FastAPI 0.165+ builds a separate app for the latter).
+        self._guarded_handle = guard_route(super().handle, self.cancelled_methods)
+        if self.cancelled_methods:
+            mark_operation(self, self.cancelled_methods, tag=self.openapi_tag)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one request inside its cancellation context (if the policy says so)."""
+        await self._guarded_handle(scope, receive, send)
+
+
+def cancellable_route(
+    *, methods: Iterable[str] = SAFE_METHODS, tag: str | None = None
+) -> type[CancellableRoute]:
+    """Return a :class:`CancellableRoute` class with its own router-wide policy.
+
+    Args:
+        methods: the methods the router cancels by default. Pass ``ALL_METHODS`` to cancel
+            writes too, or an empty set to cancel only routes marked ``@cancellable``.
+        tag: an OpenAPI tag added to every cancellable operation.
+
+    Example:
+        ``APIRouter(route_class=cancellable_route(methods=ALL_METHODS, tag="cancellable"))``
+    """
+    allowed = normalize_methods(methods, what="cancellable_route(methods=...)")
+    return type(
+        "CancellableRoute",
+        (CancellableRoute,),
+        {"cancel_methods": allowed, "openapi_tag": tag, "__module__": __name__},
+    )
