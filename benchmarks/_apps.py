@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 
-from fastapi_hangup import CancelCtx
+from fastapi_hangup import CancelCtx, CancellableRoute, cancellable
 
 
 async def _noop() -> None:
@@ -46,11 +46,28 @@ def _cancel_ctx(app: FastAPI) -> None:
         return {"ok": True}
 
 
+def _cancellable(app: FastAPI) -> None:
+    @app.get("/")
+    @cancellable
+    async def handler() -> dict[str, bool]:
+        return {"ok": True}
+
+
+def _route_class(app: FastAPI) -> None:
+    app.router.route_class = CancellableRoute
+
+    @app.get("/")
+    async def handler() -> dict[str, bool]:
+        return {"ok": True}
+
+
 VARIANTS: dict[str, Callable[[FastAPI], Any]] = {
     "plain": _plain,
     "noop-dependency": _noop_dependency,
     "noop-yield-dependency": _yield_dependency,
     "cancel_ctx": _cancel_ctx,
+    "@cancellable": _cancellable,
+    "CancellableRoute": _route_class,
 }
 
 

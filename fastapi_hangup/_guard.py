@@ -73,7 +73,7 @@ def guard_route(app: ASGIApp, methods: frozenset[str]) -> ASGIApp:
         async def send_while_listened(message: Message) -> None:
             if ctx.is_cancelled:
                 return  # nobody reads it, and a send to a closed HTTP/2 stream can block
-            if _completes_response(message):
+            if message["type"] != "http.response.start" and _completes_response(message):
                 ctx.end_work()
             await send(message)
 
