@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 import anyio
@@ -31,6 +31,7 @@ class Job:
 
     endpoint: str
     client_port: int
+    started_at: float = field(default_factory=time.monotonic)
     units_done: int = 0
     ended_at: float | None = None  # time.monotonic() when the work finished or was stopped
 

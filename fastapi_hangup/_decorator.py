@@ -51,7 +51,8 @@ def cancellable(func_or_enabled: Any = True, /, *, methods: Iterable[str] | None
     for unsafe methods) and ``@cancellable(False)`` opts it out.
 
     Args:
-        enabled: ``False`` opts the endpoint out of its router's policy.
+        func_or_enabled: the endpoint (bare ``@cancellable``), or ``False`` to opt the
+            endpoint out of its router's policy (``@cancellable(False)``).
         methods: cancel only requests with these methods (default: every method of the route,
             unsafe ones included, since the decorator is an explicit opt-in).
 

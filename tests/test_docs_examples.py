@@ -66,3 +66,78 @@ def test_the_testing_example_passes_under_pytest() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " passed" in proc.stdout
 
+
+
+async def test_decorated_endpoint_stops_on_hang_up() -> None:
+    from examples.decorator import app
+
+    result = await HangUpClient(app).get("/search?q=x", hang_up_after=0.05)
+    assert result.cancelled
+    assert result.messages == []
+
+
+async def test_decorated_sync_endpoint_returns_early() -> None:
+    from examples.decorator import app
+
+    result = await HangUpClient(app).get("/export?rows=1000", hang_up_after=0.1)
+    assert result.cancelled
+    assert result.elapsed < 5  # 1000 rows would take 10 s
+
+
+def test_decorated_operations_are_marked_in_openapi() -> None:
+    from examples.decorator import app
+
+    paths = app.openapi()["paths"]
+    assert paths["/search"]["get"]["x-cancel-on-disconnect"]["methods"] == ["GET"]
+    assert "499" in paths["/export"]["get"]["responses"]
+
+
+async def test_route_class_stops_a_get_but_not_a_post() -> None:
+    from examples.route_class import app, orders
+
+    client = HangUpClient(app)
+    orders.clear()
+    report = await client.get("/reports/q3", hang_up_after=0.05)
+    order = await client.post("/orders?item=book", hang_up_after=0.05)
+    assert report.cancelled
+    assert order.context is None  # POST is not guarded: the order is written
+    assert orders == ["book"]
+
+
+async def test_route_class_opt_in_and_opt_out() -> None:
+    from examples.route_class import app
+
+    client = HangUpClient(app)
+    preview = await client.post("/previews?item=x", hang_up_after=0.05)
+    health = await client.get("/health")
+    assert preview.cancelled
+    assert health.status_code == 200
+    assert health.context is None
+
+
+async def test_route_class_stops_a_streaming_body() -> None:
+    from examples.route_class import app
+
+    result = await HangUpClient(app).get("/reports/q3/stream", hang_up_after_body_chunks=3)
+    assert result.cancelled
+    assert result.sent_after_hang_up == []
+    assert result.elapsed < 5  # 1000 lines would take 10 s
+
+
+async def test_router_policy_cancels_posts_and_tags_them() -> None:
+    from examples.router_policy import app
+
+    result = await HangUpClient(app).post("/translations?text=abc", hang_up_after=0.05)
+    operation = app.openapi()["paths"]["/translations"]["post"]
+    assert result.cancelled
+    assert operation["tags"] == ["cancellable"]
+
+
+async def test_sse_generator_endpoint_stops_on_hang_up() -> None:
+    pytest.importorskip("fastapi.sse")
+    from examples.sse import app, produced
+
+    produced.clear()
+    result = await HangUpClient(app).get("/ticks", hang_up_after_body_chunks=3)
+    assert result.cancelled
+    assert len(produced) < 100  # far fewer than the 1000 ticks: the generator stopped
