@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
+import anyio.to_process
+import anyio.to_thread
 from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
 from fastapi_hangup._backend import call_soon, new_cancel_scope
+from fastapi_hangup._callbacks import CallbackHandle, run_callbacks
+from fastapi_hangup._cause import CancelCause
+from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
+from fastapi_hangup._options import DEFAULTS, CancelOptions
 
 logger = logging.getLogger("fastapi_hangup")
+T = TypeVar("T")
 
 #: Where the one context of a request lives in the ASGI scope, so every entry point shares it.
 SCOPE_KEY = "fastapi_hangup.context"
@@ -34,40 +44,61 @@ class CancelOnDisconnect:
     __slots__ = (
         "_arbiter",
         "_asgi_scope",
-        "_cancelled",
+        "_budget",
+        "_callbacks",
+        "_cause",
+        "_deadline",
         "_finished",
         "_hung_up_at",
         "_loop_thread",
+        "_options",
         "_raw_receive",
         "_scope",
         "_started_at",
         "_working",
     )
 
-    def __init__(self, asgi_scope: Scope, receive: Receive) -> None:
+    def __init__(self, asgi_scope: Scope, receive: Receive, options: CancelOptions = DEFAULTS):
         self._asgi_scope = asgi_scope
         self._raw_receive = receive
+        self._options = options
         self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
+        self._callbacks: list[CallbackHandle] | None = None
         self._scope = new_cancel_scope()
-        self._cancelled = False
+        self._cause: CancelCause | None = None
         self._working = True
         self._finished = False
         self._started_at = time.monotonic()
+        self._budget: float | None = None
+        self._deadline: float | None = None
         self._hung_up_at: float | None = None
         self._loop_thread = threading.get_ident()
 
     def __repr__(self) -> str:
-        state = "cancelled" if self._cancelled else "finished" if self._finished else "active"
+        cause = self.cause
+        state = cause.value if cause else "finished" if self._finished else "active"
         return f"<CancelOnDisconnect {state} {self._asgi_scope.get('path', '?')!r}>"
 
     @property
+    def cause(self) -> CancelCause | None:
+        """Why the work was cancelled, or ``None`` while the request is alive.
+
+        Safe to read from any thread. A passed deadline shows here at once, even before the
+        event loop has delivered the cancellation.
+        """
+        deadline = self._deadline
+        if self._cause is None and self._working and deadline and time.monotonic() >= deadline:
+            return CancelCause.DEADLINE_EXCEEDED
+        return self._cause
+
+    @property
     def is_cancelled(self) -> bool:
-        """Whether the client hung up while the work ran. Safe to read from any thread.
+        """Whether the work was cancelled (``cause is not None``). Safe to read from any thread.
 
         A sync endpoint (which runs in a worker thread that Python cannot stop) reads this to
         return early.
         """
-        return self._cancelled
+        return self.cause is not None
 
     @property
     def scope(self) -> anyio.CancelScope:
@@ -79,17 +110,94 @@ class CancelOnDisconnect:
         self._check_usable("scope")
         return self._scope
 
-    def shield(self) -> anyio.CancelScope:
+    @property
+    def deadline(self) -> float | None:
+        """When the request's time budget runs out, in ``time.monotonic()`` seconds, or ``None``."""
+        return self._deadline
+
+    def remaining(self) -> float:
+        """Seconds left of the time budget (``math.inf`` without one, never below zero).
+
+        Pass it on to downstream calls, e.g. ``httpx.get(url, timeout=ctx.remaining())``.
+        """
+        if self._deadline is None:
+            return math.inf
+        return max(0.0, self._deadline - time.monotonic())
+
+    def check(self) -> None:
+        """Raise if the work was cancelled; call it between steps of a sync endpoint.
+
+        Works in any thread: FastAPI's worker thread, ``ctx.run_sync``, your own.
+
+        Raises:
+            ClientDisconnected: the client hung up (or the server is shutting down).
+            DeadlineExceeded: the time budget ran out.
+        """
+        cause = self.cause
+        if cause is CancelCause.DEADLINE_EXCEEDED:
+            raise DeadlineExceeded(self._budget or 0.0)
+        if cause is not None:
+            raise ClientDisconnected()
+
+    def shield(self, timeout: float | None = None) -> anyio.CancelScope:
         """Return a cancel scope that shields its block from the hang-up.
 
         Code in ``with ctx.shield():`` runs to completion even if the client hangs up
         meanwhile; the cancellation then arrives at the first ``await`` after the block.
 
+        Args:
+            timeout: the longest the block may run, in seconds. Past it, the block itself is
+                cancelled (check ``scope.cancelled_caught``) and the code after it goes on.
+
         Raises:
             RuntimeError: if the request is over or you are in a worker thread.
         """
         self._check_usable("shield()")
-        return anyio.CancelScope(shield=True)
+        if timeout is None:
+            return anyio.CancelScope(shield=True)
+        return anyio.CancelScope(shield=True, deadline=anyio.current_time() + timeout)
+
+    def on_cancel(
+        self, callback: Callable[[], object], *, timeout: float | None = None
+    ) -> CallbackHandle:
+        """Run ``callback`` if the request is cancelled; never when it completes normally.
+
+        Use it to tell someone else to stop: revoke a job on a task queue, cancel an upstream
+        request. Callbacks run once the endpoint's work has unwound, one after another, in
+        the request's task, shielded from the cancellation. A sync callback runs on the event
+        loop (keep it short); an async one (a callable returning an awaitable) is awaited for
+        at most ``timeout`` seconds. Errors and timeouts are logged, never raised.
+
+        Args:
+            callback: a callable taking no arguments; it may return an awaitable.
+            timeout: the longest an async callback may take (default: the route's
+                ``callback_timeout``, 5 s).
+
+        Returns:
+            A handle whose ``remove()`` unregisters the callback.
+        """
+        handle = CallbackHandle(callback, timeout or self._options.callback_timeout)
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(handle)
+        return handle
+
+    async def run_sync(self, func: Callable[..., T], *args: Any, abandon: bool = False) -> T:
+        """Run a blocking call in a worker thread; the thread can call :meth:`check`.
+
+        Python cannot stop a thread. By default a hang-up waits for the call to return (it
+        should check ``ctx.is_cancelled`` or call ``ctx.check()`` between steps). With
+        ``abandon=True`` the endpoint stops waiting at once and the thread runs on unseen.
+        """
+        return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=abandon)
+
+    async def run_in_process(self, func: Callable[..., T], *args: Any) -> T:
+        """Run CPU-bound work in a worker process, which is killed on hang-up.
+
+        The one way to stop CPU-bound Python code at once. ``func`` and its arguments must
+        be picklable (a module-level function); the process pool is anyio's.
+        """
+        return await anyio.to_process.run_sync(func, *args, cancellable=True)
 
     # -- lifecycle, driven by the entry points (dependency, decorator, route class) ----------
 
@@ -103,6 +211,11 @@ class CancelOnDisconnect:
         observer = scope.get(OBSERVER_KEY)
         if observer is not None:
             observer(self)
+        budget = self._options.budget(scope)
+        if budget is not None:
+            self._budget = budget
+            self._deadline = self._started_at + budget
+            self._scope.deadline = anyio.current_time() + budget
         self._scope.__enter__()
         call_soon(self._watch)
 
@@ -111,11 +224,15 @@ class CancelOnDisconnect:
         return await self._get_arbiter().receive()
 
     def hang_up(self) -> None:
-        """The client went away: cancel the work, unless it is over already."""
-        if self._working and not self._cancelled:
+        """The client went away: cancel the work (after the grace period), unless it is over."""
+        if self._working and self._cause is None:
             self._hung_up_at = time.monotonic()
-            self._cancelled = True
-            self._scope.cancel()
+            self._cause = CancelCause.CLIENT_DISCONNECTED
+            if self._options.grace:
+                grace_ends = anyio.current_time() + self._options.grace
+                self._scope.deadline = min(self._scope.deadline, grace_ends)
+            else:
+                self._scope.cancel()
 
     def end_work(self) -> None:
         """The handler's work is over: stop watching, so later disconnects mean nothing."""
@@ -123,16 +240,21 @@ class CancelOnDisconnect:
         if self._arbiter is not None:
             self._arbiter.stop()
 
-    async def close(self, exc: BaseException | None) -> bool:
+    async def close(self, exc: BaseException | None) -> CancelCause | None:
         """End the work, wait for the watcher task to go, and leave :attr:`scope`.
 
+        Runs the ``on_cancel`` callbacks if the work was cancelled.
+
         Returns:
-            Whether ``exc`` was the hang-up's cancellation, which the scope swallowed: the
-            caller then ends the request quietly.
+            The cause, if the request ends because of it: the scope swallowed its
+            cancellation, ``ctx.check()`` raised, or the client left while the endpoint
+            finished. The caller then ends the request accordingly. ``None`` otherwise (also
+            for a cancellation from outside, which must propagate).
 
         Raises:
             RuntimeError: the application cancelled :attr:`scope` itself.
         """
+        deadline_passed = self._deadline is not None and time.monotonic() >= self._deadline
         self.end_work()
         if self._arbiter is not None:
             await self._arbiter.wait_stopped()
@@ -142,35 +264,57 @@ class CancelOnDisconnect:
         self._asgi_scope.pop(SCOPE_KEY, None)
         if exc is None:
             self._scope.__exit__(None, None, None)
-            return False
-        if not self._scope.__exit__(type(exc), exc, exc.__traceback__):
-            return False
-        if self._cancelled:
-            return True
-        raise RuntimeError(
-            "ctx.scope was cancelled by the application, not by a hang-up, so the endpoint "
-            "produced no response. To give up on a piece of work, wrap just that piece in "
-            "`with anyio.move_on_after(...)` or your own `anyio.CancelScope()`."
-        ) from exc
+            ends = self._cause is CancelCause.CLIENT_DISCONNECTED
+        elif self._scope.__exit__(type(exc), exc, exc.__traceback__):
+            if self._cause is None and not deadline_passed:
+                raise RuntimeError(
+                    "ctx.scope was cancelled by the application, not by a hang-up, so the "
+                    "endpoint produced no response. To give up on a piece of work, wrap just "
+                    "that piece in `with anyio.move_on_after(...)` or your own "
+                    "`anyio.CancelScope()`."
+                ) from exc
+            ends = True
+        elif isinstance(exc, anyio.get_cancelled_exc_class()):
+            self._cause = self._cause or CancelCause.SERVER_SHUTDOWN
+            ends = False  # a cancellation from outside must propagate
+        else:  # ctx.check() raised in the endpoint: the request ends as the cause says
+            ends = isinstance(exc, ClientDisconnected | DeadlineExceeded) and (
+                self._cause is not None or deadline_passed
+            )
+        if ends and self._cause is None:  # only a passed deadline gets here
+            self._cause = CancelCause.DEADLINE_EXCEEDED
+        if self._cause is not None and self._callbacks:
+            await run_callbacks(self._callbacks)
+        return self._cause if ends else None
 
-    def log_hang_up(self) -> None:
-        """Write the one log record of an abandoned request."""
+    def ending_error(self, cause: CancelCause) -> Exception:
+        """Log the abandoned request once and return the exception that ends it."""
         scope = self._asgi_scope
         route = getattr(scope.get("route"), "path", None) or scope.get("path", "?")
-        ended = self._hung_up_at if self._hung_up_at is not None else time.monotonic()
+        error: Exception
+        if cause is CancelCause.DEADLINE_EXCEEDED:
+            status, reason, error = 504, "Deadline Exceeded", DeadlineExceeded(self._budget or 0)
+            ended = time.monotonic()
+        else:
+            status, reason, error = 499, "Client Closed Request", ClientDisconnected()
+            ended = self._hung_up_at or time.monotonic()
         ran_ms = (ended - self._started_at) * 1000
         logger.info(
-            "%s %s 499 Client Closed Request: work stopped after %.1f ms",
+            "%s %s %d %s: work stopped after %.1f ms",
             scope.get("method", "?"),
             route,
+            status,
+            reason,
             ran_ms,
             extra={
                 "method": scope.get("method"),
                 "route": route,
-                "status_code": 499,
+                "status_code": status,
                 "duration_ms": ran_ms,
+                "cause": cause.value,
             },
         )
+        return error
 
     def _watch(self) -> None:
         if self._working:
@@ -193,5 +337,6 @@ class CancelOnDisconnect:
         if threading.get_ident() != self._loop_thread:
             raise RuntimeError(
                 f"ctx.{what} was used from a worker thread. Cancel scopes live on the event "
-                "loop; in a sync endpoint read `ctx.is_cancelled` and return early instead."
+                "loop; in a sync endpoint read `ctx.is_cancelled` (or call `ctx.check()`) "
+                "and return early instead."
             )

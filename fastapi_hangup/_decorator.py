@@ -7,13 +7,15 @@ import functools
 import inspect
 import textwrap
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, overload
+from typing import Annotated, Any, TypeVar, overload
 
-from fastapi import Request
+from fastapi import Depends, Request, params
 from starlette.concurrency import run_in_threadpool
 
-from fastapi_hangup._context import SCOPE_KEY
+from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
+from fastapi_hangup._dependency import CancelCtx, cancel_ctx, dependency_for
 from fastapi_hangup._guard import call_guarded
+from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import CancelPolicy, mark, normalize_methods
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,9 +32,25 @@ _ROUTE_DECORATORS = frozenset(
 def cancellable(func: F, /) -> F: ...
 @overload
 def cancellable(
-    enabled: bool = True, /, *, methods: Iterable[str] | None = None
+    enabled: bool = True,
+    /,
+    *,
+    methods: Iterable[str] | None = None,
+    deadline: float | None = None,
+    grace: float = 0.0,
+    deadline_header: str | bool | None = None,
+    callback_timeout: float = 5.0,
 ) -> Callable[[F], F]: ...
-def cancellable(func_or_enabled: Any = True, /, *, methods: Iterable[str] | None = None) -> Any:
+def cancellable(
+    func_or_enabled: Any = True,
+    /,
+    *,
+    methods: Iterable[str] | None = None,
+    deadline: float | None = None,
+    grace: float = 0.0,
+    deadline_header: str | bool | None = None,
+    callback_timeout: float = 5.0,
+) -> Any:
     """Make an endpoint cancellable when its client hangs up.
 
     Place it *under* the route decorator::
@@ -55,6 +73,10 @@ def cancellable(func_or_enabled: Any = True, /, *, methods: Iterable[str] | None
             endpoint out of its router's policy (``@cancellable(False)``).
         methods: cancel only requests with these methods (default: every method of the route,
             unsafe ones included, since the decorator is an explicit opt-in).
+        deadline: a time budget in seconds; see :func:`cancel_ctx_with`.
+        grace: seconds between noticing a hang-up and delivering the cancellation.
+        deadline_header: honour an inbound deadline header; see :func:`cancel_ctx_with`.
+        callback_timeout: the default time limit of ``on_cancel`` callbacks.
 
     Raises:
         TypeError: if it is placed above the route decorator, where it could not work.
@@ -69,6 +91,12 @@ def cancellable(func_or_enabled: Any = True, /, *, methods: Iterable[str] | None
     policy = CancelPolicy(
         enabled=func_or_enabled,
         methods=None if methods is None else normalize_methods(methods, what="@cancellable"),
+        options=CancelOptions.build(
+            deadline=deadline,
+            grace=grace,
+            deadline_header=deadline_header,
+            callback_timeout=callback_timeout,
+        ),
     )
     return lambda func: _decorate(func, policy)
 
@@ -83,7 +111,7 @@ def _decorate(func: F, policy: CancelPolicy) -> F:
     else:
         wrapper = _endpoint_wrapper(func, policy)
     functools.update_wrapper(wrapper, func)
-    wrapper.__signature__ = _with_request_param(func)  # type: ignore[attr-defined]
+    wrapper.__signature__ = _with_request_param(func, policy.options)  # type: ignore[attr-defined]
     mark(wrapper, policy)
     return wrapper  # type: ignore[return-value]
 
@@ -99,7 +127,7 @@ def _endpoint_wrapper(func: Callable[..., Any], policy: CancelPolicy) -> Callabl
             call = functools.partial(run_in_threadpool, func, *args, **kwargs)
         if policy.methods is not None and request.method not in policy.methods:
             return await call()
-        return await call_guarded(request, call)
+        return await call_guarded(request, call, policy.options)
 
     return endpoint
 
@@ -122,9 +150,11 @@ def _streaming_wrapper(func: Callable[..., Any], policy: CancelPolicy) -> Callab
     return endpoint
 
 
-def _with_request_param(func: Callable[..., Any]) -> inspect.Signature:
+def _with_request_param(func: Callable[..., Any], options: CancelOptions) -> inspect.Signature:
     signature = inspect.signature(func)
-    params = list(signature.parameters.values())
+    # A `ctx: CancelCtx` parameter is solved before the endpoint runs, so it must carry the
+    # decorator's settings itself.
+    params = [_with_options(p, options) for p in signature.parameters.values()]
     if _REQUEST_PARAM in signature.parameters:
         raise TypeError(f"@cancellable was applied twice to {func.__qualname__}")
     hidden = inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
@@ -133,6 +163,18 @@ def _with_request_param(func: Callable[..., Any]) -> inspect.Signature:
         at -= 1
     params.insert(at, hidden)
     return signature.replace(parameters=params)
+
+
+def _with_options(param: inspect.Parameter, options: CancelOptions) -> inspect.Parameter:
+    if options == DEFAULTS:
+        return param
+    if param.annotation is CancelCtx or param.annotation == "CancelCtx":
+        configured = Annotated[CancelOnDisconnect, Depends(dependency_for(options))]
+        return param.replace(annotation=configured)
+    default = param.default
+    if isinstance(default, params.Depends) and default.dependency is cancel_ctx:
+        return param.replace(default=Depends(dependency_for(options)))
+    return param
 
 
 def _check_placement(func: Callable[..., Any]) -> None:

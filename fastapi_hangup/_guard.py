@@ -9,12 +9,13 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
-from fastapi_hangup._exceptions import ClientDisconnected
+from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
+from fastapi_hangup._options import DEFAULTS, CancelOptions
 
 T = TypeVar("T")
 
 
-def open_context(request: Request) -> CancelOnDisconnect:
+def open_context(request: Request, options: CancelOptions = DEFAULTS) -> CancelOnDisconnect:
     """Create and start the request's context, with every reader going through its arbiter."""
     scope = request.scope
     if scope["type"] != "http":
@@ -23,7 +24,7 @@ def open_context(request: Request) -> CancelOnDisconnect:
             "A websocket endpoint learns that its client left from WebSocketDisconnect, "
             "raised by websocket.receive_*(); remove cancel_ctx / @cancellable there."
         )
-    ctx = CancelOnDisconnect(scope, request._receive)
+    ctx = CancelOnDisconnect(scope, request._receive, options)
     # Every reader of this request (request.body(), .stream(), .form(), is_disconnected())
     # goes through the arbiter from now on, so the watcher can never steal a body message.
     request._receive = ctx.receive
@@ -32,7 +33,9 @@ def open_context(request: Request) -> CancelOnDisconnect:
     return ctx
 
 
-async def call_guarded(request: Request, call: Callable[[], Awaitable[T]]) -> T:
+async def call_guarded(
+    request: Request, call: Callable[[], Awaitable[T]], options: CancelOptions = DEFAULTS
+) -> T:
     """Await ``call()`` inside the request's context (``@cancellable`` on a plain route).
 
     If an entry point further out (the route class, the dependency) already guards the
@@ -40,23 +43,25 @@ async def call_guarded(request: Request, call: Callable[[], Awaitable[T]]) -> T:
     """
     if SCOPE_KEY in request.scope:
         return await call()
-    ctx = open_context(request)
+    ctx = open_context(request, options)
     try:
         result = await call()
     except BaseException as exc:
-        if await ctx.close(exc):
-            ctx.log_hang_up()
-            raise ClientDisconnected() from None
-        raise
-    if await ctx.close(None) or ctx.is_cancelled:
+        cause = await ctx.close(exc)
+        if cause is None:
+            raise
+        raise ctx.ending_error(cause) from None
+    cause = await ctx.close(None)
+    if cause is not None:
         # The client left, but the endpoint finished without another await: there is
         # nobody to send the response to, and sending can block (hypercorn over HTTP/2).
-        ctx.log_hang_up()
-        raise ClientDisconnected()
+        raise ctx.ending_error(cause)
     return result
 
 
-def guard_route(app: ASGIApp, methods: frozenset[str]) -> ASGIApp:
+def guard_route(
+    app: ASGIApp, methods: frozenset[str], options: CancelOptions = DEFAULTS
+) -> ASGIApp:
     """Wrap a route's ASGI app so the whole request runs inside its context.
 
     The route sees the raw ``receive`` and ``send``: the context covers dependencies, the
@@ -68,12 +73,16 @@ def guard_route(app: ASGIApp, methods: frozenset[str]) -> ASGIApp:
         if scope["method"] not in methods or SCOPE_KEY in scope:
             await app(scope, receive, send)
             return
-        ctx = CancelOnDisconnect(scope, receive)
+        ctx = CancelOnDisconnect(scope, receive, options)
+        started = False
 
         async def send_while_listened(message: Message) -> None:
+            nonlocal started
             if ctx.is_cancelled:
                 return  # nobody reads it, and a send to a closed HTTP/2 stream can block
-            if message["type"] != "http.response.start" and _completes_response(message):
+            if message["type"] == "http.response.start":
+                started = True
+            elif _completes_response(message):
                 ctx.end_work()
             await send(message)
 
@@ -81,12 +90,15 @@ def guard_route(app: ASGIApp, methods: frozenset[str]) -> ASGIApp:
         try:
             await app(scope, ctx.receive, send_while_listened)
         except BaseException as exc:
-            if not await ctx.close(exc):
+            cause = await ctx.close(exc)
+            if cause is None:
                 raise
         else:
-            await ctx.close(None)
-        if ctx.is_cancelled:
-            ctx.log_hang_up()
+            cause = await ctx.close(None)
+        if cause is not None:
+            error = ctx.ending_error(cause)
+            if isinstance(error, DeadlineExceeded) and not started:
+                raise error  # the client still waits: the app's handler answers 504
 
     return guarded
 

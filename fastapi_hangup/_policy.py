@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi_hangup._options import DEFAULTS, CancelOptions
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "QUERY"})
 """Methods a router-wide policy cancels by default: they only read, so stopping them is free.
 
@@ -27,6 +29,7 @@ class CancelPolicy:
 
     enabled: bool
     methods: frozenset[str] | None  # None: every method the route serves
+    options: CancelOptions = DEFAULTS
 
     def methods_for(self, route_methods: Iterable[str]) -> frozenset[str]:
         """The route's methods this policy cancels."""

@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from fastapi_hangup._guard import guard_route
 from fastapi_hangup._openapi import mark_operation
+from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import SAFE_METHODS, normalize_methods, policy_of
 
 
@@ -33,18 +34,23 @@ class CancellableRoute(APIRoute):
     """The methods this router cancels unless a route's ``@cancellable`` says otherwise."""
     openapi_tag: ClassVar[str | None] = None
     """A tag added to every cancellable operation, if set."""
+    cancel_options: ClassVar[CancelOptions] = DEFAULTS
+    """Deadline, grace period and the rest, unless a route's ``@cancellable`` sets its own."""
 
     def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
         policy = policy_of(endpoint)
         served = self.methods or set()
+        options = self.cancel_options
         if policy is not None:
             self.cancelled_methods = policy.methods_for(served)
+            if policy.options != DEFAULTS:
+                options = policy.options
         else:
             self.cancelled_methods = frozenset(served) & self.cancel_methods
         # handle() is what runs a request, for a route of this router and for the same route
         # included into another router (FastAPI 0.165+ builds a separate app for the latter).
-        self._guarded_handle = guard_route(super().handle, self.cancelled_methods)
+        self._guarded_handle = guard_route(super().handle, self.cancelled_methods, options)
         if self.cancelled_methods:
             mark_operation(self, self.cancelled_methods, tag=self.openapi_tag)
 
@@ -54,7 +60,13 @@ class CancellableRoute(APIRoute):
 
 
 def cancellable_route(
-    *, methods: Iterable[str] = SAFE_METHODS, tag: str | None = None
+    *,
+    methods: Iterable[str] = SAFE_METHODS,
+    tag: str | None = None,
+    deadline: float | None = None,
+    grace: float = 0.0,
+    deadline_header: str | bool | None = None,
+    callback_timeout: float = 5.0,
 ) -> type[CancellableRoute]:
     """Return a :class:`CancellableRoute` class with its own router-wide policy.
 
@@ -62,13 +74,26 @@ def cancellable_route(
         methods: the methods the router cancels by default. Pass ``ALL_METHODS`` to cancel
             writes too, or an empty set to cancel only routes marked ``@cancellable``.
         tag: an OpenAPI tag added to every cancellable operation.
+        deadline: a time budget in seconds for every cancellable request; see
+            :func:`cancel_ctx_with`.
+        grace: seconds between noticing a hang-up and delivering the cancellation.
+        deadline_header: honour an inbound deadline header; see :func:`cancel_ctx_with`.
+        callback_timeout: the default time limit of ``on_cancel`` callbacks.
 
     Example:
         ``APIRouter(route_class=cancellable_route(methods=ALL_METHODS, tag="cancellable"))``
     """
     allowed = normalize_methods(methods, what="cancellable_route(methods=...)")
-    return type(
-        "CancellableRoute",
-        (CancellableRoute,),
-        {"cancel_methods": allowed, "openapi_tag": tag, "__module__": __name__},
+    options = CancelOptions.build(
+        deadline=deadline,
+        grace=grace,
+        deadline_header=deadline_header,
+        callback_timeout=callback_timeout,
     )
+    namespace = {
+        "cancel_methods": allowed,
+        "openapi_tag": tag,
+        "cancel_options": options,
+        "__module__": __name__,
+    }
+    return type("CancellableRoute", (CancellableRoute,), namespace)
