@@ -141,3 +141,56 @@ async def test_sse_generator_endpoint_stops_on_hang_up() -> None:
     result = await HangUpClient(app).get("/ticks", hang_up_after_body_chunks=3)
     assert result.cancelled
     assert len(produced) < 100  # far fewer than the 1000 ticks: the generator stopped
+
+
+async def test_deadline_answers_504_when_the_budget_runs_out() -> None:
+    from examples.deadlines import app
+
+    result = await HangUpClient(app).get("/search?q=" + "x" * 100)  # 5 s of work
+    assert result.status_code == 504
+    assert b"Deadline exceeded" in result.body
+
+
+async def test_deadline_header_shortens_the_budget() -> None:
+    from examples.deadlines import app
+
+    client = HangUpClient(app)
+    quick = await client.get("/search?q=abc", headers={"x-envoy-expected-rq-timeout-ms": "1000"})
+    short = await client.get("/search?q=abc", headers={"x-envoy-expected-rq-timeout-ms": "50"})
+    assert quick.status_code == 200
+    assert short.status_code == 504
+
+
+async def test_on_cancel_revokes_the_job() -> None:
+    from examples.on_cancel import app, jobs
+
+    jobs.clear()
+    result = await HangUpClient(app).post("/renders?name=intro", hang_up_after=0.05)
+    assert result.cancelled
+    assert jobs == {"job-1": "revoked"}
+
+
+async def test_thread_work_checks_and_stops() -> None:
+    from examples.offload import app
+
+    result = await HangUpClient(app).post("/thumbnails?count=500", hang_up_after=0.1)
+    assert result.cancelled
+    assert result.messages == []
+    assert result.elapsed < 5  # 500 images would take 10 s
+
+
+async def test_process_work_returns_its_result() -> None:
+    from examples.offload import app
+
+    result = await HangUpClient(app, timeout=60).get("/primes?limit=100")
+    assert result.status_code == 200
+    assert result.body == b'{"primes":25}'
+
+
+async def test_grace_lets_the_export_stop_between_pages() -> None:
+    from examples.grace import app, pages_written
+
+    pages_written.clear()
+    result = await HangUpClient(app).post("/exports?pages=100", hang_up_after=0.1)
+    assert result.cancelled
+    assert 0 < len(pages_written) < 100
