@@ -92,8 +92,11 @@ class ReceiveArbiter:
         """Return the next request message: what the watcher holds, then the raw stream."""
         while True:
             if self._unread is not None:
-                # Request.is_disconnected() calls receive() in a cancelled scope: fail there
-                # instead of handing over (and so dropping) a body message.
+                # Request.is_disconnected() calls receive() in a cancelled scope: answer it
+                # with the disconnect if there is one, else fail there, but never hand over
+                # (and so drop) the body message.
+                if self._disconnect is not None and anyio.current_effective_deadline() < 0:
+                    return self._disconnect
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 message, self._unread = self._unread, None
                 if self._taken is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from fastapi import Request
+import anyio
+from fastapi import Request, Response
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
@@ -99,6 +101,8 @@ def guard_route(
             error = ctx.ending_error(cause)
             if isinstance(error, DeadlineExceeded) and not started:
                 raise error  # the client still waits: the app's handler answers 504
+            if not started and behind_base_http_middleware(scope):
+                await ClientClosedResponse()(scope, receive, send)
 
     return guarded
 
@@ -120,5 +124,33 @@ def _install_quiet_handler(scope: Scope) -> None:
         handlers[0].setdefault(ClientDisconnected, _send_nothing)
 
 
-async def _send_nothing(request: Request, exc: Exception) -> None:
+async def _send_nothing(request: Request, exc: Exception) -> Response | None:
     """The client is gone, so the response is nothing; the log record was already written."""
+    return ClientClosedResponse() if behind_base_http_middleware(request.scope) else None
+
+
+def behind_base_http_middleware(scope: Scope) -> bool:
+    """Whether an ``@app.middleware("http")`` (a ``BaseHTTPMiddleware``) wraps the app.
+
+    Its ``call_next`` raises "No response returned." when the app sends nothing, so behind
+    one the abandoned request gets a 499 response nobody reads.
+    """
+    middleware = getattr(scope.get("app"), "user_middleware", ())
+    return any(
+        isinstance(m.cls, type) and issubclass(m.cls, BaseHTTPMiddleware) for m in middleware
+    )
+
+
+class ClientClosedResponse(Response):
+    """An empty 499 response whose sending gives up after a second.
+
+    After a hang-up a send can block for ever (hypercorn over HTTP/2 on a closed connection),
+    so it is bounded; and it is only sent where something waits for it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=499)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with anyio.move_on_after(1.0):
+            await super().__call__(scope, receive, send)

@@ -181,14 +181,20 @@ class HangUpClient:
         scope = _http_scope(method, url, headers or {})
         scope[OBSERVER_KEY] = lambda ctx: setattr(result, "context", ctx)
         started = time.monotonic()
+        error: Exception | None = None
         async with anyio.create_task_group() as tg:
             if hang_up_after is not None:
                 tg.start_soon(_call_later, hang_up_after, hang_up)
             if hang_up_on is not None:
                 tg.start_soon(_call_on, hang_up_on, hang_up)
-            await self._call_app(scope, receive, send)
+            try:
+                await self._call_app(scope, receive, send)
+            except Exception as exc:  # raised below, not wrapped in the task group's group
+                error = exc
             tg.cancel_scope.cancel()
         result.elapsed = time.monotonic() - started
+        if error is not None:
+            raise error
         return result
 
     async def _call_app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
