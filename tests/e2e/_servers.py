@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,10 +69,15 @@ UVICORN_H11 = Server("uvicorn-h11", f"{_UVICORN} --http h11 --loop asyncio", ("h
 HYPERCORN_TRIO = Server("hypercorn-trio", f"{_HYPERCORN} -k trio", ("trio",))
 HYPERCORN_ASYNCIO = Server("hypercorn-asyncio", f"{_HYPERCORN} -k asyncio")
 
-#: Every server the core promises are checked on. More to come, one line each, e.g.
-#: ``Server("granian", "{bin}/granian --interface asgi --host {host} --port {port} {app}",
-#: ("granian",))`` or ``Server("daphne", "{bin}/daphne -b {host} -p {port} {app}",
-#: ("daphne",))``.
+#: Every server the core promises are checked on. Adding one is one line, for example
+#:     Server("granian", "{bin}/granian --interface asgi --workers 1 --host {host}"
+#:            " --port {port} {app}", ("granian",))
+#:     Server("daphne", "{bin}/daphne -b {host} -p {port} {app}", ("daphne",))
+#:     Server("gunicorn-uvicorn", "{python} -m gunicorn -w 1 -k uvicorn_worker.UvicornWorker"
+#:            " -b {host}:{port} {app}", ("gunicorn", "uvicorn_worker"))
+#: hypercorn serves HTTP/2 (h2c, prior knowledge) on the same command line: that takes an h2
+#: client, not another server. A proxy in front (nginx) is a second process: a ``front``
+#: command on Server, started after the server and given its port, would fit here.
 SERVERS = (UVICORN_HTTPTOOLS, UVICORN_H11, HYPERCORN_TRIO, HYPERCORN_ASYNCIO)
 
 
