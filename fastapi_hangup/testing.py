@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 import anyio
 from starlette.types import ASGIApp, Message
 
+from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import OBSERVER_KEY, CancelOnDisconnect
 
-__all__ = ["HangUpClient", "RequestResult"]
+__all__ = ["HangUpClient", "RequestResult", "assert_cancelled", "assert_not_cancelled"]
 
 
 @dataclass
@@ -76,8 +77,47 @@ class RequestResult:
 
     @property
     def cancelled(self) -> bool:
-        """Whether the guarded endpoint's work was cancelled because of the hang-up."""
+        """Whether the guarded endpoint's work was cancelled (hang-up, deadline, ...)."""
         return self.context is not None and self.context.is_cancelled
+
+    @property
+    def cause(self) -> CancelCause | None:
+        """Why the work was cancelled, or ``None`` (also when no guarded route ran)."""
+        return None if self.context is None else self.context.cause
+
+
+def assert_cancelled(
+    result: RequestResult, cause: CancelCause = CancelCause.CLIENT_DISCONNECTED
+) -> None:
+    """Assert that the guarded endpoint was cancelled, for ``cause``, and ended cleanly.
+
+    Cleanly means: after a hang-up, nothing was sent to the departed client; after a deadline,
+    the client got the 504.
+
+    Raises:
+        AssertionError: naming what differed.
+    """
+    if result.context is None:
+        raise AssertionError(
+            "no cancellation context was created: is the route guarded (ctx: CancelCtx, "
+            "@cancellable or CancellableRoute), and did the request reach it?"
+        )
+    if result.cause is not cause:
+        raise AssertionError(f"expected the work to be cancelled for {cause}, got {result.cause}")
+    if cause is CancelCause.CLIENT_DISCONNECTED and result.sent_after_hang_up:
+        raise AssertionError(f"the app sent after the hang-up: {result.sent_after_hang_up}")
+    if cause is CancelCause.DEADLINE_EXCEEDED and result.status_code not in (None, 504):
+        raise AssertionError(f"expected a 504 after the deadline, got {result.status_code}")
+
+
+def assert_not_cancelled(result: RequestResult) -> None:
+    """Assert that the request's work ran to its end (or was never guarded).
+
+    Raises:
+        AssertionError: if the work was cancelled, saying why.
+    """
+    if result.cancelled:
+        raise AssertionError(f"the work was cancelled: {result.cause}")
 
 
 class HangUpClient:
@@ -121,6 +161,7 @@ class HangUpClient:
         hang_up_after: float | None = None,
         hang_up_on: anyio.Event | None = None,
         hang_up_after_body_chunks: int | None = None,
+        hang_up_after_start: float | None = None,
     ) -> RequestResult:
         """Send one request and return what the app did with it.
 
@@ -128,7 +169,9 @@ class HangUpClient:
         complete (then gets ``http.disconnect``, as every server sends it). Otherwise it
         hangs up at the first of: ``hang_up_after`` seconds after the start, ``hang_up_on``
         being set (for example by the endpoint, once it has started its work), or after the
-        app sent ``hang_up_after_body_chunks`` response body messages.
+        app sent ``hang_up_after_body_chunks`` response body messages, or
+        ``hang_up_after_start`` seconds after the guarded work started (its cancellation
+        context was created; ``0`` hangs up before the endpoint's first ``await``).
 
         Args:
             method: the HTTP method.
@@ -138,6 +181,7 @@ class HangUpClient:
             hang_up_after: seconds after the start at which to hang up.
             hang_up_on: an event that makes the client hang up when set.
             hang_up_after_body_chunks: hang up once the app sent this many body messages.
+            hang_up_after_start: seconds after the guarded work started at which to hang up.
 
         Raises:
             AssertionError: if a cancellation exception escaped the app.
@@ -179,10 +223,16 @@ class HangUpClient:
                     hang_up()
 
         scope = _http_scope(method, url, headers or {})
-        scope[OBSERVER_KEY] = lambda ctx: setattr(result, "context", ctx)
         started = time.monotonic()
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
+
+            def observe(ctx: CancelOnDisconnect) -> None:
+                result.context = ctx
+                if hang_up_after_start is not None:
+                    tg.start_soon(_call_later, hang_up_after_start, hang_up)
+
+            scope[OBSERVER_KEY] = observe
             if hang_up_after is not None:
                 tg.start_soon(_call_later, hang_up_after, hang_up)
             if hang_up_on is not None:
