@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable
 
 import anyio
 
-logger = logging.getLogger("fastapi_hangup")
+from fastapi_hangup._log import logger
 
 
 class CallbackHandle:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -19,9 +18,9 @@ from fastapi_hangup._backend import call_soon, new_cancel_scope
 from fastapi_hangup._callbacks import CallbackHandle, run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
+from fastapi_hangup._log import log_stopped
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 
-logger = logging.getLogger("fastapi_hangup")
 T = TypeVar("T")
 
 #: Where the one context of a request lives in the ASGI scope, so every entry point shares it.
@@ -99,6 +98,11 @@ class CancelOnDisconnect:
         return early.
         """
         return self.cause is not None
+
+    @property
+    def hung_up(self) -> bool:
+        """Whether the client has gone (the one cause after which nothing may be sent)."""
+        return self._cause is CancelCause.CLIENT_DISCONNECTED
 
     @property
     def scope(self) -> anyio.CancelScope:
@@ -289,32 +293,13 @@ class CancelOnDisconnect:
 
     def ending_error(self, cause: CancelCause) -> Exception:
         """Log the abandoned request once and return the exception that ends it."""
-        scope = self._asgi_scope
-        route = getattr(scope.get("route"), "path", None) or scope.get("path", "?")
-        error: Exception
         if cause is CancelCause.DEADLINE_EXCEEDED:
-            status, reason, error = 504, "Deadline Exceeded", DeadlineExceeded(self._budget or 0)
-            ended = time.monotonic()
-        else:
-            status, reason, error = 499, "Client Closed Request", ClientDisconnected()
-            ended = self._hung_up_at or time.monotonic()
-        ran_ms = (ended - self._started_at) * 1000
-        logger.info(
-            "%s %s %d %s: work stopped after %.1f ms",
-            scope.get("method", "?"),
-            route,
-            status,
-            reason,
-            ran_ms,
-            extra={
-                "method": scope.get("method"),
-                "route": route,
-                "status_code": status,
-                "duration_ms": ran_ms,
-                "cause": cause.value,
-            },
-        )
-        return error
+            ran = time.monotonic() - self._started_at
+            log_stopped(self._asgi_scope, cause, 504, "Deadline Exceeded", ran)
+            return DeadlineExceeded(self._budget or 0)
+        ran = (self._hung_up_at or time.monotonic()) - self._started_at
+        log_stopped(self._asgi_scope, cause, 499, "Client Closed Request", ran)
+        return ClientDisconnected()
 
     def _watch(self) -> None:
         if self._working:

@@ -80,7 +80,7 @@ def guard_route(
 
         async def send_while_listened(message: Message) -> None:
             nonlocal started
-            if ctx.is_cancelled:
+            if ctx.hung_up:
                 return  # nobody reads it, and a send to a closed HTTP/2 stream can block
             if message["type"] == "http.response.start":
                 started = True
