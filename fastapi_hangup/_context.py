@@ -46,6 +46,7 @@ class CancelOnDisconnect:
         "_budget",
         "_callbacks",
         "_cause",
+        "_covers_response",
         "_deadline",
         "_finished",
         "_hung_up_at",
@@ -57,8 +58,16 @@ class CancelOnDisconnect:
         "_working",
     )
 
-    def __init__(self, asgi_scope: Scope, receive: Receive, options: CancelOptions = DEFAULTS):
+    def __init__(
+        self,
+        asgi_scope: Scope,
+        receive: Receive,
+        options: CancelOptions = DEFAULTS,
+        *,
+        covers_response: bool = False,
+    ) -> None:
         self._asgi_scope = asgi_scope
+        self._covers_response = covers_response
         self._raw_receive = receive
         self._options = options
         self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
@@ -98,6 +107,11 @@ class CancelOnDisconnect:
         return early.
         """
         return self.cause is not None
+
+    @property
+    def covers_response(self) -> bool:
+        """Whether the guard also covers the response body (the route class), not just the work."""
+        return self._covers_response
 
     @property
     def hung_up(self) -> bool:

@@ -16,7 +16,7 @@ from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
 from fastapi_hangup._dependency import CancelCtx, cancel_ctx, dependency_for
 from fastapi_hangup._guard import call_guarded
 from fastapi_hangup._options import DEFAULTS, CancelOptions
-from fastapi_hangup._policy import CancelPolicy, mark, normalize_methods
+from fastapi_hangup._policy import CancelPolicy, mark, normalize_methods, policy_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,11 +116,27 @@ def _decorate(func: F, policy: CancelPolicy) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _request_param(func: Callable[..., Any]) -> str | None:
+    """The endpoint's own ``Request`` parameter: FastAPI fills only one, so we share it."""
+    try:
+        signature = inspect.signature(func, eval_str=True)
+    except (NameError, TypeError):  # an annotation that only resolves later: check by name
+        signature = inspect.signature(func)
+    for param in signature.parameters.values():
+        annotation = param.annotation
+        if annotation == "Request" or (
+            isinstance(annotation, type) and issubclass(annotation, Request)
+        ):
+            return param.name
+    return None
+
+
 def _endpoint_wrapper(func: Callable[..., Any], policy: CancelPolicy) -> Callable[..., Any]:
     is_async = inspect.iscoroutinefunction(func)
+    own = _request_param(func)
 
     async def endpoint(*args: Any, **kwargs: Any) -> Any:
-        request: Request = kwargs.pop(_REQUEST_PARAM)
+        request: Request = kwargs[own] if own else kwargs.pop(_REQUEST_PARAM)
         if is_async:
             call = functools.partial(func, *args, **kwargs)
         else:  # what FastAPI itself does with a sync endpoint
@@ -135,10 +151,13 @@ def _endpoint_wrapper(func: Callable[..., Any], policy: CancelPolicy) -> Callabl
 def _streaming_wrapper(func: Callable[..., Any], policy: CancelPolicy) -> Callable[..., Any]:
     # FastAPI still sees a generator endpoint (it unwraps __wrapped__); the body is streamed
     # after the endpoint function returns, which only the route class can cover.
+    own = _request_param(func)
+
     def endpoint(*args: Any, **kwargs: Any) -> Any:
-        request: Request = kwargs.pop(_REQUEST_PARAM)
+        request: Request = kwargs[own] if own else kwargs.pop(_REQUEST_PARAM)
         wanted = policy.methods is None or request.method in policy.methods
-        if wanted and SCOPE_KEY not in request.scope:
+        ctx = request.scope.get(SCOPE_KEY)
+        if wanted and not (ctx is not None and ctx.covers_response):
             raise TypeError(
                 f"@cancellable on the streaming endpoint {func.__qualname__} needs the route "
                 "class: its body is sent after the endpoint function returns, so only a "
@@ -155,8 +174,10 @@ def _with_request_param(func: Callable[..., Any], options: CancelOptions) -> ins
     # A `ctx: CancelCtx` parameter is solved before the endpoint runs, so it must carry the
     # decorator's settings itself.
     params = [_with_options(p, options) for p in signature.parameters.values()]
-    if _REQUEST_PARAM in signature.parameters:
+    if _REQUEST_PARAM in signature.parameters or policy_of(func) is not None:
         raise TypeError(f"@cancellable was applied twice to {func.__qualname__}")
+    if _request_param(func) is not None:
+        return signature.replace(parameters=params)
     hidden = inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
     at = len(params)
     if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:

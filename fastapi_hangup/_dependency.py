@@ -14,6 +14,7 @@ from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected
 from fastapi_hangup._guard import open_context
+from fastapi_hangup._openapi import DEPENDENCY_MARK
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 
 Dependency = Callable[[HTTPConnection], Awaitable[CancelOnDisconnect]]
@@ -90,6 +91,7 @@ def dependency_for(
     async def cancel_ctx_configured(connection: HTTPConnection) -> CancelOnDisconnect:
         return _open(connection, options)
 
+    setattr(cancel_ctx_configured, DEPENDENCY_MARK, True)
     return cancel_ctx_configured
 
 
@@ -138,6 +140,8 @@ def _exit_request(ctx: CancelOnDisconnect) -> Callable[..., Awaitable[bool]]:
 
     return exit_request
 
+
+setattr(cancel_ctx, DEPENDENCY_MARK, True)
 
 CancelCtx = Annotated[CancelOnDisconnect, Depends(cancel_ctx)]
 """``ctx: CancelCtx`` is short for ``ctx: Annotated[CancelOnDisconnect, Depends(cancel_ctx)]``."""

@@ -75,7 +75,7 @@ def guard_route(
         if scope["method"] not in methods or SCOPE_KEY in scope:
             await app(scope, receive, send)
             return
-        ctx = CancelOnDisconnect(scope, receive, options)
+        ctx = CancelOnDisconnect(scope, receive, options, covers_response=True)
         started = False
 
         async def send_while_listened(message: Message) -> None:

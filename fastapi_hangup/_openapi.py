@@ -22,9 +22,13 @@ STATUS_499 = {
 
 
 def extension_value(methods: Iterable[str]) -> dict[str, Any]:
-    """What ``x-cancel-on-disconnect`` says about an operation."""
+    """What ``x-cancel-on-disconnect`` says about an operation's route.
+
+    FastAPI applies ``openapi_extra`` and ``responses`` per route, not per method, so on a
+    route that serves several methods and cancels only some, every operation carries the
+    mark; ``methods`` names the ones that are cancelled.
+    """
     return {
-        "cancellable": True,
         "methods": sorted(methods),
         "description": (
             "If the client disconnects before the response is complete, the server stops "
@@ -53,16 +57,18 @@ def document_cancellation(app: FastAPI, *, tag: str | None = None) -> None:
         app: the application.
         tag: an OpenAPI tag to add to every cancellable operation.
     """
-    from fastapi_hangup._dependency import cancel_ctx
-
     for route in _api_routes(app.routes):
         if _is_marked(route):
             continue
         policy = policy_of(route.endpoint)
         if policy is not None and policy.enabled:
-            mark_operation(route, policy.methods_for(route.methods or ()), tag=tag)
-        elif _depends_on(route.dependant, cancel_ctx):
-            mark_operation(route, route.methods or (), tag=tag)
+            methods = policy.methods_for(route.methods or ())
+        elif _depends_on(route.dependant):
+            methods = frozenset(route.methods or ())
+        else:
+            continue
+        if methods:
+            mark_operation(route, methods, tag=tag)
     app.openapi_schema = None  # rebuild it with the marks
 
 
@@ -80,5 +86,14 @@ def _is_marked(route: APIRoute) -> bool:
     return EXTENSION in (route.openapi_extra or {})
 
 
-def _depends_on(dependant: Any, call: Any) -> bool:
-    return any(d.call is call or _depends_on(d, call) for d in dependant.dependencies)
+def _depends_on(dependant: Any) -> bool:
+    """Whether ``cancel_ctx`` (or a ``cancel_ctx_with(...)`` one) is among the dependencies."""
+    return any(is_cancel_dependency(d.call) or _depends_on(d) for d in dependant.dependencies)
+
+
+def is_cancel_dependency(call: Any) -> bool:
+    """Whether ``call`` is ``cancel_ctx`` or made by ``cancel_ctx_with``."""
+    return getattr(call, DEPENDENCY_MARK, False) is True
+
+
+DEPENDENCY_MARK = "__fastapi_hangup_dependency__"

@@ -57,7 +57,15 @@ async def test_sync_endpoint_returns_early_on_hang_up() -> None:
 
 def test_the_testing_example_passes_under_pytest() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/test_your_app.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "examples/test_your_app.py",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -65,7 +73,6 @@ def test_the_testing_example_passes_under_pytest() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " passed" in proc.stdout
-
 
 
 async def test_decorated_endpoint_stops_on_hang_up() -> None:
