@@ -77,15 +77,23 @@ def guard_route(
             return
         ctx = CancelOnDisconnect(scope, receive, options, covers_response=True)
         started = False
+        unsent: int | None = None  # body bytes still due, when the response declares them
 
         async def send_while_listened(message: Message) -> None:
-            nonlocal started
+            nonlocal started, unsent
             if ctx.hung_up:
                 return  # nobody reads it, and a send to a closed HTTP/2 stream can block
             if message["type"] == "http.response.start":
                 started = True
+                unsent = _content_length(message)
             elif _completes_response(message):
                 ctx.end_work()
+            elif unsent is not None and message["type"] == "http.response.body":
+                # A client that has every byte may close before the final empty message
+                # (FileResponse sends one): that is the end of the stream, not a hang-up.
+                unsent -= len(message.get("body", b""))
+                if unsent <= 0:
+                    ctx.end_work()
             await send(message)
 
         ctx.start()
@@ -105,6 +113,13 @@ def guard_route(
                 await ClientClosedResponse()(scope, receive, send)
 
     return guarded
+
+
+def _content_length(start: Message) -> int | None:
+    for name, value in start.get("headers", ()):
+        if name.lower() == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def _completes_response(message: Message) -> bool:

@@ -698,3 +698,26 @@ async def test_unhandled_error_escapes_as_itself_not_as_an_exception_group(
         await twin_app(route_class)(http_scope("GET", "/boom"), ScriptedReceive([BODY_END]), send)
 
     assert send.status == 500
+
+
+async def test_client_closing_after_the_last_content_length_byte_is_no_hang_up() -> None:
+    ran: list[str] = []
+    router = APIRouter(route_class=CancellableRoute)
+
+    @router.get("/sized")
+    async def sized(tasks: BackgroundTasks) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"abc"
+            yield b"def"
+            await anyio.sleep(0.05)  # the final, empty message comes a moment later
+
+        tasks.add_task(lambda: ran.append("background"))
+        return StreamingResponse(chunks(), headers={"content-length": "6"}, background=tasks)
+
+    app = FastAPI()
+    app.include_router(router)
+    result = await HangUpClient(app).get("/sized", hang_up_after_body_chunks=2)
+
+    assert result.body == b"abcdef"
+    assert not result.cancelled
+    assert ran == ["background"]
