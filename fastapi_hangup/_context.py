@@ -48,8 +48,10 @@ class CancelOnDisconnect:
         "_cause",
         "_covers_response",
         "_deadline",
+        "_deadline_hit",
         "_finished",
         "_hung_up_at",
+        "_loop_deadline",
         "_loop_thread",
         "_options",
         "_raw_receive",
@@ -79,6 +81,8 @@ class CancelOnDisconnect:
         self._started_at = time.monotonic()
         self._budget: float | None = None
         self._deadline: float | None = None
+        self._loop_deadline = math.inf  # the same instant on the event loop's clock
+        self._deadline_hit = False
         self._hung_up_at: float | None = None
         self._loop_thread = threading.get_ident()
 
@@ -153,6 +157,7 @@ class CancelOnDisconnect:
         """
         cause = self.cause
         if cause is CancelCause.DEADLINE_EXCEEDED:
+            self._cause = cause  # the request ends because of it, even if a handler answers
             raise DeadlineExceeded(self._budget or 0.0)
         if cause is not None:
             raise ClientDisconnected()
@@ -233,7 +238,7 @@ class CancelOnDisconnect:
         if budget is not None:
             self._budget = budget
             self._deadline = self._started_at + budget
-            self._scope.deadline = anyio.current_time() + budget
+            self._loop_deadline = self._scope.deadline = anyio.current_time() + budget
         self._scope.__enter__()
         call_soon(self._watch)
 
@@ -253,8 +258,20 @@ class CancelOnDisconnect:
                 self._scope.cancel()
 
     def end_work(self) -> None:
-        """The handler's work is over: stop watching, so later disconnects mean nothing."""
-        self._working = False
+        """The handler's work is over: stop watching, so later disconnects mean nothing.
+
+        The deadline (and a grace period's) is disarmed too: what runs after the work, the
+        response body under the dependency or BackgroundTasks, is not the work's to cancel.
+        """
+        if self._working:
+            self._working = False
+            if self._deadline is not None:
+                # Either clock may say so first: uvloop fires timers up to ~0.1 ms early.
+                self._deadline_hit = (
+                    time.monotonic() >= self._deadline
+                    or anyio.current_time() >= self._loop_deadline
+                )
+            self._scope.deadline = math.inf
         if self._arbiter is not None:
             self._arbiter.stop()
 
@@ -272,8 +289,8 @@ class CancelOnDisconnect:
         Raises:
             RuntimeError: the application cancelled :attr:`scope` itself.
         """
-        deadline_passed = self._deadline is not None and time.monotonic() >= self._deadline
         self.end_work()
+        deadline_passed = self._deadline_hit
         if self._arbiter is not None:
             await self._arbiter.wait_stopped()
         self._finished = True
@@ -282,7 +299,8 @@ class CancelOnDisconnect:
         self._asgi_scope.pop(SCOPE_KEY, None)
         if exc is None:
             self._scope.__exit__(None, None, None)
-            ends = self._cause is CancelCause.CLIENT_DISCONNECTED
+            # The client left, or ctx.check() raised DeadlineExceeded and a handler answered.
+            ends = self._cause is not None
         elif self._scope.__exit__(type(exc), exc, exc.__traceback__):
             if self._cause is None and not deadline_passed:
                 raise RuntimeError(
