@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_process
 import anyio.to_thread
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
@@ -313,8 +314,8 @@ class CancelOnDisconnect:
         elif isinstance(exc, anyio.get_cancelled_exc_class()):
             self._cause = self._cause or CancelCause.SERVER_SHUTDOWN
             ends = False  # a cancellation from outside must propagate
-        else:  # ctx.check() raised in the endpoint: the request ends as the cause says
-            ends = isinstance(exc, ClientDisconnected | DeadlineExceeded) and (
+        else:  # ctx.check() raised, or a body reader got the replayed disconnect first
+            ends = isinstance(exc, ClientDisconnected | DeadlineExceeded | ClientDisconnect) and (
                 self._cause is not None or deadline_passed
             )
         if ends and self._cause is None:  # only a passed deadline gets here

@@ -30,7 +30,14 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastapi_hangup import CancelCtx, CancelOnDisconnect, ClientDisconnected, cancel_ctx
+from fastapi_hangup import (
+    ALL_METHODS,
+    CancelCtx,
+    CancelOnDisconnect,
+    ClientDisconnected,
+    cancel_ctx,
+    cancellable_route,
+)
 from fastapi_hangup.testing import HangUpClient, RequestResult
 from tests._asgi import RecordingSend, ScriptedReceive, body_messages, http_scope, running_tasks
 
@@ -988,3 +995,29 @@ async def test_no_watcher_task_outlives_the_request(hang_up: bool) -> None:
     assert during - before  # the watcher (and the client's helper task) existed meanwhile
     assert not (during - before) & after
     assert after <= before
+
+
+@pytest.mark.parametrize("guard", ["dependency", "route"])
+async def test_hang_up_while_the_endpoint_reads_the_body_ends_quietly(
+    guard: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fastapi_hangup")
+    got: list[bytes] = []
+    receive = ScriptedReceive([{"type": "http.request", "body": b"first", "more_body": True}])
+    app = FastAPI()
+    if guard == "route":
+        app.router.route_class = cancellable_route(methods=ALL_METHODS)
+
+    @app.post("/upload")  # the route class guards POST only when told to
+    async def upload(request: Request, ctx: CancelCtx) -> None:
+        async for chunk in request.stream():
+            got.append(chunk)
+            receive.push({"type": "http.disconnect"})  # the client goes half-way through
+
+    send = RecordingSend()
+    with anyio.fail_after(5):
+        await app(http_scope("POST", "/upload"), receive, send)  # must not raise
+
+    assert got == [b"first"]
+    assert send.messages == []
+    assert len(hang_up_records(caplog)) == 1

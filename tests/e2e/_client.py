@@ -128,6 +128,14 @@ class Connection:
             body = self._read_to_close(deadline)
         return Response(status, headers, body)
 
+    def read_until(self, marker: bytes) -> bytes:
+        """Read up to the first ``marker`` and return what came before it (``marker`` is consumed).
+
+        For a response still streaming: read its head and first lines without waiting for
+        the end.
+        """
+        return self._read_until(marker, time.monotonic() + self.timeout, _MAX_RECVS * _RECV_SIZE)
+
     def hang_up(self, how: HangUp = "fin") -> float:
         """Close the connection with a FIN or a RST; return ``time.monotonic()`` just before."""
         if how == "rst":

@@ -1,9 +1,13 @@
-"""Start a real ASGI server on loopback for one test, and make sure it is gone afterwards.
+"""Start real ASGI servers on loopback for the tests, and make sure they are gone afterwards.
 
 A :class:`Server` is a name and a command line; adding a server is one line in
 :data:`SERVERS`. :func:`run_server` starts it in a session of its own (so its workers can
 be stopped as a group, and only they), waits until it answers HTTP, and on exit stops the
 whole group: SIGTERM, then SIGKILL after a bound, also when the test failed.
+
+Starting a server takes one to two seconds, so a :class:`ServerPool` keeps the last one
+running for the next test that asks for the same server and app, and each test gets a
+:class:`ServerView`: the server, and the part of its output written since the test began.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._events import poll
+import psutil
+
+from ._events import EVENTS_ENV, EventLog, poll
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -61,24 +67,56 @@ class Server:
 
 _UVICORN = "{python} -m uvicorn {app} --host {host} --port {port} --log-level info"
 _HYPERCORN = "{python} -m hypercorn {app} --bind {host}:{port} --access-logfile - --error-logfile -"
+# One worker process, and granian's default loop ("auto": uvloop when installed, as here).
+_GRANIAN = (
+    "{bin}/granian --interface asgi --workers 1 --host {host} --port {port} --access-log {app}"
+)
+
+
+def _uvicorn_worker() -> str:
+    # uvicorn.workers is deprecated in favour of the uvicorn-worker package: prefer the
+    # package when it is installed, else the module (still shipped by uvicorn 0.54).
+    if importlib.util.find_spec("uvicorn_worker") is not None:
+        return "uvicorn_worker"
+    return "uvicorn.workers"
+
 
 UVICORN_HTTPTOOLS = Server(
     "uvicorn-httptools", f"{_UVICORN} --http httptools --loop uvloop", ("httptools", "uvloop")
 )
 UVICORN_H11 = Server("uvicorn-h11", f"{_UVICORN} --http h11 --loop asyncio", ("h11",))
-HYPERCORN_TRIO = Server("hypercorn-trio", f"{_HYPERCORN} -k trio", ("trio",))
 HYPERCORN_ASYNCIO = Server("hypercorn-asyncio", f"{_HYPERCORN} -k asyncio")
+HYPERCORN_TRIO = Server("hypercorn-trio", f"{_HYPERCORN} -k trio", ("trio",))
+GRANIAN = Server("granian", _GRANIAN, ("granian",))
+DAPHNE = Server("daphne", "{bin}/daphne -b {host} -p {port} {app}", ("daphne",))
+#: Two workers share the socket: a request may land on either (the RSS test asks which).
+#: gunicorn 23+ would open a control socket in ~/.gunicorn: not for a test run.
+GUNICORN_UVICORN = Server(
+    "gunicorn-uvicorn",
+    f"{{python}} -m gunicorn -k {_uvicorn_worker()}.UvicornWorker -w 2 -b {{host}}:{{port}}"
+    " --access-logfile - --graceful-timeout 2 --no-control-socket {app}",
+    ("gunicorn", _uvicorn_worker()),
+)
 
-#: Every server the core promises are checked on. Adding one is one line, for example
-#:     Server("granian", "{bin}/granian --interface asgi --workers 1 --host {host}"
-#:            " --port {port} {app}", ("granian",))
-#:     Server("daphne", "{bin}/daphne -b {host} -p {port} {app}", ("daphne",))
-#:     Server("gunicorn-uvicorn", "{python} -m gunicorn -w 1 -k uvicorn_worker.UvicornWorker"
-#:            " -b {host}:{port} {app}", ("gunicorn", "uvicorn_worker"))
-#: hypercorn serves HTTP/2 (h2c, prior knowledge) on the same command line: that takes an h2
-#: client, not another server. A proxy in front (nginx) is a second process: a ``front``
-#: command on Server, started after the server and given its port, would fit here.
-SERVERS = (UVICORN_HTTPTOOLS, UVICORN_H11, HYPERCORN_TRIO, HYPERCORN_ASYNCIO)
+#: Every server the core promises are checked on, over HTTP/1.1.
+SERVERS = (
+    UVICORN_HTTPTOOLS,
+    UVICORN_H11,
+    HYPERCORN_ASYNCIO,
+    HYPERCORN_TRIO,
+    GRANIAN,
+    DAPHNE,
+    GUNICORN_UVICORN,
+)
+
+#: The servers that speak HTTP/2 over cleartext with prior knowledge (h2c), on the same
+#: command line as for HTTP/1.1. They get names of their own: a column of the matrix each.
+#: uvicorn has no HTTP/2; daphne's needs TLS with ALPN and closes an h2c connection at once.
+H2C_SERVERS = (
+    Server("hypercorn-asyncio-h2c", HYPERCORN_ASYNCIO.argv),
+    Server("hypercorn-trio-h2c", HYPERCORN_TRIO.argv, HYPERCORN_TRIO.needs),
+    Server("granian-h2c", GRANIAN.argv, GRANIAN.needs),
+)
 
 
 class RunningServer:
@@ -120,6 +158,87 @@ class RunningServer:
         self._process.wait(timeout=grace)
 
 
+class ServerView:
+    """One test's view of a server that may have served earlier tests.
+
+    The server's output is read from where it stood when the test began, so a test sees
+    only what its own requests caused.
+    """
+
+    def __init__(self, running: RunningServer, events: EventLog) -> None:
+        self.running = running
+        self.server = running.server
+        self.port = running.port
+        self.pid = running.pid
+        self.events = events
+        self._offset = running.log_path.stat().st_size
+
+    def __repr__(self) -> str:
+        return f"<ServerView of {self.running!r} from byte {self._offset}>"
+
+    def alive(self) -> bool:
+        """Whether the server's main process is still running."""
+        return self.running.alive()
+
+    def log(self) -> str:
+        """What the server wrote to stdout and stderr since this test began."""
+        with self.running.log_path.open("rb") as file:
+            file.seek(self._offset)
+            return file.read().decode(errors="replace")
+
+    def processes(self) -> list[psutil.Process]:
+        """The server's main process and all of its descendants (workers)."""
+        main = psutil.Process(self.pid)
+        return [main, *main.children(recursive=True)]
+
+
+class ServerPool:
+    """Keeps one server running and hands it to consecutive tests that ask for the same one.
+
+    Starting a server costs one to two seconds, most of the real-server suite's time. The
+    tests are ordered by server (see ``conftest.py``), so each server starts about once
+    per test module. A server that died (a test may kill it) is replaced by a fresh one.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._stack = contextlib.ExitStack()
+        self._key: tuple[Server, str] | None = None
+        self._running: RunningServer | None = None
+        self._events: EventLog | None = None
+        self._started = 0
+
+    def view(self, server: Server, app: str, ready_path: str = "/ready") -> ServerView:
+        """A view of a running ``server`` serving ``app``, started (or restarted) if needed."""
+        if self._key != (server, app) or self._running is None or not self._running.alive():
+            self._start(server, app, ready_path)
+        assert self._running is not None
+        assert self._events is not None
+        return ServerView(self._running, self._events)
+
+    def close(self) -> None:
+        """Stop the running server, if any."""
+        self._key = self._running = self._events = None
+        self._stack.close()
+
+    def _start(self, server: Server, app: str, ready_path: str) -> None:
+        self.close()
+        self._started += 1
+        folder = self._folder / f"{self._started:03d}-{server.name}"
+        folder.mkdir()
+        events = EventLog(folder / "events.jsonl")
+        self._running = self._stack.enter_context(
+            run_server(
+                server,
+                app,
+                folder / "server.log",
+                env={EVENTS_ENV: str(events.path)},
+                ready_path=ready_path,
+            )
+        )
+        self._key, self._events = (server, app), events
+
+
 @contextlib.contextmanager
 def run_server(
     server: Server,
@@ -145,6 +264,34 @@ def run_server(
         RuntimeError: if the server exits or does not answer within ``start_timeout``.
     """
     port = free_port()
+    with run_command(
+        server,
+        server.command(app, port),
+        port,
+        log,
+        env=env,
+        ready_path=ready_path,
+        start_timeout=start_timeout,
+    ) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def run_command(
+    server: Server,
+    argv: list[str],
+    port: int,
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/",
+    start_timeout: float = 20.0,
+) -> Iterator[RunningServer]:
+    """Run ``argv`` (which listens on ``port``) while the block runs; see :func:`run_server`.
+
+    For a process that :attr:`Server.argv` cannot describe, such as nginx with its
+    generated configuration.
+    """
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -153,7 +300,7 @@ def run_server(
     }
     with log.open("wb") as output:
         process = subprocess.Popen(
-            server.command(app, port),
+            argv,
             cwd=ROOT,
             env=environment,
             stdin=subprocess.DEVNULL,

@@ -2,45 +2,76 @@
 
 Served as ``tests.e2e.app:app``. Every endpoint takes a request id (``?rid=``) and records
 its events through :func:`record` (see ``_events.py``), which the test reads from its own
-process. The ``fastapi_hangup`` logger writes to stderr with the :data:`LOG_TAG` prefix, so
-its records land in the server's output and the test can count them.
+process. The ``fastapi_hangup`` logger writes to stderr with the :data:`LOG_TAG` prefix and
+the request id at the end (``[rid=...]``), so its records land in the server's output and a
+test can count its own, even on a server that earlier tests used too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import sys
 import traceback
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from urllib.parse import parse_qs
 
 import anyio
-from fastapi import BackgroundTasks, FastAPI, Request
-from fastapi.responses import PlainTextResponse
+import sniffio
+from fastapi import APIRouter, BackgroundTasks, FastAPI, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastapi_hangup import CancelCtx
+from fastapi_hangup import CancelCtx, CancellableRoute, CancelOnDisconnect
 
 from ._events import LOG_TAG, record
+
+_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+class _WithRequestId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.rid = _request_id.get()
+        return True
 
 
 def _log_to_stderr() -> None:
     logger = logging.getLogger("fastapi_hangup")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{LOG_TAG} %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_WithRequestId())
+    form = f"{LOG_TAG} %(levelname)s %(name)s: %(message)s [rid=%(rid)s]"
+    handler.setFormatter(logging.Formatter(form))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # exactly one line per record, whatever the server configures
 
 
+class _RequestIdMiddleware:
+    """Puts the request's ``?rid=`` where log records of its task can find it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = parse_qs(scope["query_string"].decode("latin-1"))
+            _request_id.set(query.get("rid", ["-"])[0])
+        await self.app(scope, receive, send)
+
+
 _log_to_stderr()
 app = FastAPI()
+app.add_middleware(_RequestIdMiddleware)
 
 
 def _cancelled_exc_name() -> str:
     return _qualified(anyio.get_cancelled_exc_class())
 
 
-def _qualified(cls: type[BaseException]) -> str:
+def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -56,6 +87,16 @@ async def _print_unhandled(request: Request, exc: Exception) -> PlainTextRespons
 @app.get("/ready")
 async def ready() -> dict[str, bool]:
     return {"ready": True}
+
+
+@app.get("/runtime")
+async def runtime() -> dict[str, str | int]:
+    """Which process and which event loop serve this request."""
+    if sniffio.current_async_library() == "trio":
+        loop = "trio"
+    else:
+        loop = _qualified(type(asyncio.get_running_loop()))
+    return {"pid": os.getpid(), "loop": loop}
 
 
 @app.get("/guarded/slow")
@@ -116,11 +157,57 @@ async def guarded_quick(rid: str, ctx: CancelCtx) -> dict[str, str | bool]:
 @app.post("/guarded/upload")
 async def guarded_upload(rid: str, ctx: CancelCtx, request: Request) -> dict[str, str | int]:
     """Streams the request body and answers with its length and SHA-256."""
-    record(rid, "start")
+    record(rid, "start", cancelled_exc=_cancelled_exc_name())
     digest = hashlib.sha256()
     size = 0
-    async for chunk in request.stream():
-        digest.update(chunk)
-        size += len(chunk)
+    try:
+        async for chunk in request.stream():
+            digest.update(chunk)
+            size += len(chunk)
+    except BaseException as exc:
+        record(rid, "end", cancelled=ctx.is_cancelled, exc=_qualified(type(exc)), size=size)
+        raise
     record(rid, "end", cancelled=ctx.is_cancelled, exc=None, size=size)
     return {"size": size, "sha256": digest.hexdigest(), "pid": os.getpid()}
+
+
+async def _ticks(
+    rid: str, ctx: CancelOnDisconnect, count: int, interval: float
+) -> AsyncIterator[bytes]:
+    """``count`` lines, one every ``interval`` seconds; records how the stream ended."""
+    sent = 0
+    record(rid, "start", cancelled_exc=_cancelled_exc_name())
+    try:
+        for sent in range(count):
+            yield b"tick %d\n" % sent
+            await anyio.sleep(interval)
+    except BaseException as exc:
+        record(rid, "end", cancelled=ctx.is_cancelled, exc=_qualified(type(exc)), sent=sent)
+        raise
+    record(rid, "end", cancelled=ctx.is_cancelled, exc=None, sent=count)
+
+
+@app.get("/guarded/stream")
+async def guarded_stream(
+    rid: str, ctx: CancelCtx, count: int = 200, interval: float = 0.05
+) -> StreamingResponse:
+    """A plain route: the dependency's work ends when the endpoint returns the response.
+
+    The body is then streamed by Starlette, which races it against its own listener on the
+    raw ``receive``: that listener, not fastapi-hangup, stops the stream after a hang-up.
+    """
+    return StreamingResponse(_ticks(rid, ctx, count, interval), media_type="text/plain")
+
+
+streaming = APIRouter(route_class=CancellableRoute)
+
+
+@streaming.get("/route/stream")
+async def route_stream(
+    rid: str, ctx: CancelCtx, count: int = 200, interval: float = 0.05
+) -> StreamingResponse:
+    """A cancellable route: its context covers the streamed body as well."""
+    return StreamingResponse(_ticks(rid, ctx, count, interval), media_type="text/plain")
+
+
+app.include_router(streaming)

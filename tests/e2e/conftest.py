@@ -1,38 +1,106 @@
-"""Fixtures for the real-server tests: one fresh server per test, and the app's event log."""
+"""Fixtures for the real-server tests, and the per-server result file behind the docs' matrix.
+
+A test asks for ``server``, parametrized (indirect) with a :class:`Server`; it gets a view of
+a running server serving ``tests.e2e.app:app``. Consecutive tests on the same server share
+one process (see :class:`ServerPool`), and the tests are ordered by server, so that each
+server starts about once per run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
-from ._events import EVENTS_ENV, EventLog
-from ._servers import RunningServer, Server, run_server
+from ._events import EventLog
+from ._matrix import MATRIX_ENV, MatrixRecorder
+from ._servers import H2C_SERVERS, SERVERS, Server, ServerPool, ServerView
 
 APP = "tests.e2e.app:app"
+_SERVER_ORDER = {server: rank for rank, server in enumerate((*SERVERS, *H2C_SERVERS))}
+_recorder = MatrixRecorder.from_env()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "check(label, table='On each server', column=None): the row (and optionally the column) of "
+        f"this test in the server matrix that ${MATRIX_ENV} asks for",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that take a server server by server, each server's tests in file order.
+
+    They keep the slots they had, so every other test stays where it was; only their order
+    among themselves changes, so that the pool starts each server about once per run.
+    """
+    slots = [index for index, item in enumerate(items) if _server_param(item) is not None]
+    ordered = sorted(slots, key=lambda index: (*_rank(items[index]), index))
+    moved = [items[index] for index in ordered]
+    for slot, item in zip(slots, moved, strict=True):
+        items[slot] = item
+
+
+def _rank(item: pytest.Item) -> tuple[int, str]:
+    server = _server_param(item)
+    assert server is not None
+    return _SERVER_ORDER.get(server, len(_SERVER_ORDER)), server.name
+
+
+def _server_param(item: pytest.Item) -> Server | None:
+    callspec = getattr(item, "callspec", None)
+    param = callspec.params.get("server") if callspec else None
+    return param if isinstance(param, Server) else None
+
+
+@pytest.fixture(scope="session")
+def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    """The one server process the current test (and maybe the next ones) talks to."""
+    pool = ServerPool(tmp_path_factory.mktemp("servers"))
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 @pytest.fixture
-def events(tmp_path: Path) -> EventLog:
-    """What the app under test records, read from this process."""
-    return EventLog(tmp_path / "events.jsonl")
-
-
-@pytest.fixture
-def server(
-    request: pytest.FixtureRequest, tmp_path: Path, events: EventLog
-) -> Iterator[RunningServer]:
-    """A fresh server running ``tests.e2e.app:app``; parametrize it (indirect) with a Server."""
+def server(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iterator[ServerView]:
+    """A running server serving ``tests.e2e.app:app``; parametrize it (indirect) with a Server."""
     spec: Server = request.param
     missing = spec.missing()
     if missing:
         pytest.skip(f"{spec.name} needs {', '.join(missing)}")
-    with run_server(
-        spec, APP, tmp_path / "server.log", env={EVENTS_ENV: str(events.path)}, ready_path="/ready"
-    ) as running:
-        yield running
+    view = server_pool.view(spec, APP)
+    yield view
     # Captured output is shown only for a failing test: then the evidence is right there.
-    print(f"----- output of {running!r} -----\n{running.log()}")
-    if events.path.exists():
-        print(f"----- events recorded by the app -----\n{events.path.read_text()}")
+    print(f"----- output of {view!r} during the test -----\n{view.log()}")
+    if not view.alive():
+        print("----- the server is gone; the next test gets a fresh one -----")
+
+
+@pytest.fixture
+def events(request: pytest.FixtureRequest, tmp_path: Path) -> EventLog:
+    """What the app under test records: the events file of ``server`` if the test has one."""
+    if "server" in request.fixturenames:
+        view: ServerView = request.getfixturevalue("server")
+        return view.events
+    return EventLog(tmp_path / "events.jsonl")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Hand each phase's report to the matrix recorder, when ``$FASTAPI_HANGUP_MATRIX`` is set."""
+    report = yield
+    if _recorder is not None:
+        _recorder.add(item, report)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _recorder is not None and os.environ.get("PYTEST_XDIST_WORKER") is None:
+        _recorder.close()

@@ -1,59 +1,44 @@
-"""The core promises against real servers, over real loopback sockets.
+"""The core promises against real servers, over real loopback sockets (HTTP/1.1).
 
-Each test gets a fresh server process (see ``conftest.py``) running ``tests.e2e.app:app``.
-The app records its events with ``time.monotonic()``, which is shared across processes, so
-a hang-up's latency is the app's time of cancellation minus the client's time just before
-``close()``.
+Each test talks to a server running ``tests.e2e.app:app`` (see ``conftest.py``: consecutive
+tests share one server process, and see only the output their own requests caused). The app
+records its events with ``time.monotonic()``, which is shared across processes, so a
+hang-up's latency is the app's time of cancellation minus the client's time just before
+``close()``. The ``check`` mark names the test's row in ``docs/server-matrix.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 from ._client import Connection, HangUp, get
-from ._events import LOG_TAG, Event, EventLog, new_request_id, poll
-from ._servers import SERVERS, RunningServer
+from ._events import Event, EventLog, new_request_id, poll
+from ._logs import SENT_SLOW_RESPONSE, TROUBLE, hang_up_records, settled_log, trouble_in
+from ._params import (
+    DAPHNE_QUEUES_WHOLE_BODY,
+    DAPHNE_READS_WHOLE_BODY,
+    STARLETTE_CLIENT_DISCONNECT,
+    on_servers,
+)
+from ._servers import DAPHNE, ServerView
 
 pytestmark = pytest.mark.e2e
 
-on_every_server = pytest.mark.parametrize("server", SERVERS, indirect=True, ids=str)
+# test_route_e2e.py imports these two from here.
+__all__ = ["TROUBLE", "hang_up_records"]
+
+on_every_server = on_servers()
 both_hang_ups = pytest.mark.parametrize("how", ["fin", "rst"])
 
 MiB = 1024 * 1024
 
-#: Text that must never be in a server's output after a guarded request ended.
-TROUBLE = (
-    "Traceback",
-    "Exception in ASGI application",
-    "Error in ASGI",
-    "response already started",
-    "returned without starting response",
-    "socket.send() raised exception",
-    "ERROR",
-)
-
-
-#: An access-log line saying a response to /guarded/slow went out: uvicorn writes
-#: ``"GET /guarded/slow?rid=... HTTP/1.1" 200 OK``, hypercorn ``"GET /guarded/slow 1.1" 200 29``
-#: (and ``"GET /guarded/slow 1.1" - -`` for a request whose client left: that one is fine).
-SENT_SLOW_RESPONSE = re.compile(r'"GET /guarded/slow[^"]*" \d{3}')
-
-
-def hang_up_records(server: RunningServer) -> list[str]:
-    """The fastapi_hangup log records for abandoned requests in the server's output."""
-    prefix = f"{LOG_TAG} INFO fastapi_hangup:"
-    lines = server.log().splitlines()
-    return [line for line in lines if line.startswith(prefix) and " 499 " in line]
-
 
 def hang_up_mid_request(
-    server: RunningServer, events: EventLog, target: str, how: HangUp
+    server: ServerView, events: EventLog, target: str, how: HangUp
 ) -> tuple[str, Event, float]:
     """GET ``target``, hang up once the endpoint has started; return (rid, start, hang-up time)."""
     rid = new_request_id()
@@ -64,10 +49,11 @@ def hang_up_mid_request(
     return rid, start, closed_at
 
 
+@pytest.mark.check("a hang-up cancels the endpoint within a second")
 @on_every_server
 @both_hang_ups
 def test_hang_up_cancels_the_guarded_endpoint_within_a_second(
-    server: RunningServer, events: EventLog, how: HangUp
+    server: ServerView, events: EventLog, how: HangUp
 ) -> None:
     rid, start, closed_at = hang_up_mid_request(server, events, "/guarded/slow", how)
 
@@ -79,28 +65,30 @@ def test_hang_up_cancels_the_guarded_endpoint_within_a_second(
     assert 0 <= latency < 1.0
 
 
+@pytest.mark.check("the request ends quietly: one 499 record, no error, no response")
 @on_every_server
 @both_hang_ups
 def test_hang_up_ends_the_request_quietly_with_one_499_record(
-    server: RunningServer, events: EventLog, how: HangUp
+    server: ServerView, events: EventLog, how: HangUp
 ) -> None:
     rid, _, _ = hang_up_mid_request(server, events, "/guarded/slow", how)
     events.wait_for(rid, "end", timeout=5.0)
 
-    assert poll(lambda: hang_up_records(server), timeout=3.0)
+    assert poll(lambda: hang_up_records(server, rid), timeout=3.0)
     get(server.port, "/ready")  # one more round trip: a second record would be out by now
-    records = hang_up_records(server)
+    records = hang_up_records(server, rid)
     assert len(records) == 1, records
     assert "GET /guarded/slow 499" in records[0]
     log = server.log()
-    assert not [text for text in TROUBLE if text in log], log
+    assert not trouble_in(log), log
     assert not SENT_SLOW_RESPONSE.search(log), log
 
 
+@pytest.mark.check("the server keeps serving after a hang-up")
 @on_every_server
 @both_hang_ups
 def test_server_keeps_serving_after_a_hang_up(
-    server: RunningServer, events: EventLog, how: HangUp
+    server: ServerView, events: EventLog, how: HangUp
 ) -> None:
     rid, _, _ = hang_up_mid_request(server, events, "/guarded/slow", how)
     events.wait_for(rid, "end", timeout=5.0)
@@ -111,10 +99,9 @@ def test_server_keeps_serving_after_a_hang_up(
     assert server.alive()
 
 
+@pytest.mark.check("control: an unguarded endpoint is not stopped")
 @on_every_server
-def test_hang_up_does_not_stop_an_unguarded_endpoint(
-    server: RunningServer, events: EventLog
-) -> None:
+def test_hang_up_does_not_stop_an_unguarded_endpoint(server: ServerView, events: EventLog) -> None:
     rid = new_request_id()
     with Connection(server.port) as connection:
         connection.send_request("GET", f"/unguarded/slow?rid={rid}&seconds=1.5")
@@ -126,12 +113,13 @@ def test_hang_up_does_not_stop_an_unguarded_endpoint(
     end = events.wait_for(rid, "end", timeout=5.0)
     assert end["exc"] is None
     assert end["t"] - start["t"] >= 1.4
-    assert hang_up_records(server) == []
+    assert hang_up_records(server, rid) == []
 
 
+@pytest.mark.check("client left ≠ response finished: background task runs on")
 @on_every_server
 def test_background_task_outlives_the_post_response_disconnect(
-    server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
     rid = new_request_id()
     with Connection(server.port) as connection:
@@ -148,12 +136,13 @@ def test_background_task_outlives_the_post_response_disconnect(
     assert end["cancelled"] is False
     assert events.find(rid, "background-stopped") is None
     assert done["t"] - end["t"] >= 0.15  # the task's whole 0.2 s sleep
-    assert hang_up_records(server) == []
+    assert hang_up_records(server, rid) == []
 
 
+@pytest.mark.check("keep-alive: guarded requests one after another")
 @on_every_server
 def test_keep_alive_connection_serves_guarded_requests_one_after_another(
-    server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
     rids = [new_request_id() for _ in range(3)]
     with Connection(server.port) as connection:
@@ -164,7 +153,7 @@ def test_keep_alive_connection_serves_guarded_requests_one_after_another(
 
     assert [r.status for r in responses] == [200, 200, 200]
     assert [r.json() for r in responses] == [{"rid": rid, "cancelled": False} for rid in rids]
-    assert hang_up_records(server) == []
+    assert not [record for rid in rids for record in hang_up_records(server, rid)]
 
 
 def _uneven_pieces(data: bytes) -> Iterator[bytes]:
@@ -179,10 +168,11 @@ def _uneven_pieces(data: bytes) -> Iterator[bytes]:
         offset += size
 
 
+@pytest.mark.check("an upload arrives whole (8 MiB)")
 @on_every_server
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
 def test_upload_arrives_whole_through_the_guarded_endpoint(
-    server: RunningServer, events: EventLog, chunked: bool
+    server: ServerView, events: EventLog, chunked: bool
 ) -> None:
     data = random.Random(20).randbytes(8 * MiB)
     rid = new_request_id()
@@ -204,21 +194,67 @@ def test_upload_arrives_whole_through_the_guarded_endpoint(
     assert events.wait_for(rid, "end")["cancelled"] is False
 
 
-@on_every_server
-def test_large_upload_keeps_server_memory_flat(server: RunningServer, events: EventLog) -> None:
+@pytest.mark.check("a hang-up during an upload cancels the endpoint quietly")
+@on_servers(xfail={DAPHNE: DAPHNE_READS_WHOLE_BODY})
+def test_hang_up_during_an_upload_cancels_the_endpoint_quietly(
+    server: ServerView, events: EventLog
+) -> None:
+    """The endpoint streams the body; the client sends 1 of 64 MiB and hangs up.
+
+    BUG (fastapi-hangup): the watcher sees the disconnect, marks the context cancelled and
+    cancels its scope, and hands the replayed ``http.disconnect`` to the reader waiting in
+    ``request.stream()``. That reader is woken before the cancellation reaches it (asyncio:
+    anyio does not cancel a task whose wake-up is already scheduled; trio: the reschedule
+    came first), so Starlette raises ``ClientDisconnect``, which no entry point treats as
+    the hang-up: ``CancelOnDisconnect.close()`` lets it propagate (a traceback on every
+    server, a 500 in granian's access log). Suggested fix: in ``close()``, count
+    ``starlette.requests.ClientDisconnect`` like ``ClientDisconnected`` when the cause is
+    ``CLIENT_DISCONNECTED``, so the request ends quietly with its 499 record (tried on a
+    copy of the package: this test and its HTTP/2 and nginx twins then pass everywhere but
+    on daphne). The endpoint itself may then see either exception: both stop it.
+    """
+    rid = new_request_id()
+    with Connection(server.port) as connection:
+        connection.send_request(
+            "POST",
+            f"/guarded/upload?rid={rid}",
+            headers={"Content-Length": str(64 * MiB)},
+            body=[bytes(MiB)],
+        )
+        start = events.wait_for(rid, "start", timeout=2.0)  # daphne: never
+        connection.hang_up("fin")
+
+    end = events.wait_for(rid, "end", timeout=5.0)
+    # The request's last words: its 499 record or, with the bug, a traceback (then wait for
+    # all of it, so that none of it lands in the next test's share of the log).
+    poll(lambda: hang_up_records(server, rid) or trouble_in(server.log()), timeout=3.0)
+    log = settled_log(server)
+    assert not trouble_in(log), log
+    assert end["cancelled"] is True
+    assert end["exc"] in (start["cancelled_exc"], STARLETTE_CLIENT_DISCONNECT)
+    assert 0 < end["size"] < 64 * MiB
+    assert len(hang_up_records(server, rid)) == 1, log
+
+
+@pytest.mark.check("a 200 MiB upload keeps memory flat")
+@on_servers(xfail={DAPHNE: DAPHNE_QUEUES_WHOLE_BODY})
+def test_large_upload_keeps_server_memory_flat(server: ServerView, events: EventLog) -> None:
     blocks = 200
+    # Every process of the server is watched: with several workers (gunicorn), or a worker
+    # beside a supervisor (granian), the upload lands in one of them, and none may grow.
+    processes = server.processes()
     with Connection(server.port) as connection:
         # A first upload warms the server up and says which process runs the app.
         connection.send_request("POST", "/guarded/upload?rid=warm-up", body=bytes(8 * MiB))
-        worker = psutil.Process(connection.read_response().json()["pid"])
-        baseline = worker.memory_info().rss
-        samples: list[int] = []
+        worker = connection.read_response().json()["pid"]
+        baselines = [process.memory_info().rss for process in processes]
+        samples: list[list[int]] = []
         digest = hashlib.sha256()
 
         def blocks_sampling_memory() -> Iterator[bytes]:
             base = random.Random(200).randbytes(MiB)
             for index in range(blocks):
-                samples.append(worker.memory_info().rss)
+                samples.append([process.memory_info().rss for process in processes])
                 block = index.to_bytes(8, "big") + base[8:]
                 digest.update(block)
                 yield block
@@ -231,12 +267,16 @@ def test_large_upload_keeps_server_memory_flat(server: RunningServer, events: Ev
             body=blocks_sampling_memory(),
         )
         response = connection.read_response()
-        samples.append(worker.memory_info().rss)
+        samples.append([process.memory_info().rss for process in processes])
 
-    growth = max(samples) - baseline
-    print(f"{server.server.name}: RSS grew by at most {growth / MiB:.1f} MiB over {blocks} MiB")
+    per_process = zip(*samples, strict=True)
+    growths = [max(rss) - base for rss, base in zip(per_process, baselines, strict=True)]
+    print(
+        f"{server.server.name}: RSS growth per process over {blocks} MiB, in MiB: "
+        f"{[round(growth / MiB, 1) for growth in growths]} (pids {[p.pid for p in processes]})"
+    )
+    assert worker in [process.pid for process in processes]
     assert response.json()["size"] == blocks * MiB
     assert response.json()["sha256"] == digest.hexdigest()
     assert len(samples) == blocks + 1
-    in_mib = [sample // MiB for sample in samples]
-    assert growth < 50 * MiB, f"RSS in MiB: {baseline // MiB} before, then {in_mib}"
+    assert max(growths) < 50 * MiB, f"RSS growth in MiB per process: {growths}"
