@@ -272,7 +272,8 @@ class CancelOnDisconnect:
                     time.monotonic() >= self._deadline
                     or anyio.current_time() >= self._loop_deadline
                 )
-            self._scope.deadline = math.inf
+            if self._scope.deadline != math.inf:  # a budget or a grace period is running
+                self._scope.deadline = math.inf
         if self._arbiter is not None:
             self._arbiter.stop()
 
