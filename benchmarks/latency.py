@@ -164,8 +164,13 @@ class Burst(NamedTuple):
     stopping_ms: float  # from the first endpoint's stop to the last, on the server
 
 
-def hang_up_at_once(port: int, path: str, first: int, count: int) -> Burst:
-    """Hold ``count`` requests in flight, then close all their sockets as fast as possible."""
+def hang_up_at_once(port: int, path: str, first: int, count: int, gap: float = 0.0) -> Burst:
+    """Hold ``count`` requests in flight, then close all their sockets.
+
+    With ``gap`` 0 as fast as possible (a burst: the server handles the hang-ups one after
+    another, so the last waits for all the others); otherwise one every ``gap`` seconds,
+    each while the rest are still in flight.
+    """
     last = first + count - 1
     sockets: dict[int, socket.socket] = {}
     closed_at: dict[int, float] = {}
@@ -178,6 +183,8 @@ def hang_up_at_once(port: int, path: str, first: int, count: int) -> Burst:
         for rid, sock in sockets.items():
             closed_at[rid] = time.monotonic()
             sock.close()
+            if gap:
+                time.sleep(gap)
     finally:
         for sock in sockets.values():
             sock.close()  # a no-op for the ones closed above
@@ -238,6 +245,14 @@ def measure(port: int, args: argparse.Namespace) -> dict[str, list[str]]:
     for variant in args.variants:
         label = f"{args.in_flight} in flight, all rounds"
         rows[variant].append(row(label, pooled[variant], args.in_flight * args.rounds))
+    for variant in args.variants:
+        burst = hang_up_at_once(
+            port, VARIANTS[variant][0], next_id, args.in_flight, args.gap_ms / 1000
+        )
+        next_id += args.in_flight
+        label = f"{args.in_flight} in flight, 1 by 1"
+        note = f"{burst.closing_ms:7.2f}{burst.stopping_ms:9.2f}"
+        rows[variant].append(row(label, burst.latencies, args.in_flight, note))
     return rows
 
 
@@ -246,6 +261,9 @@ def main() -> None:
     parser.add_argument("-n", "--in-flight", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline-runs", type=int, default=20)
+    parser.add_argument(
+        "--gap-ms", type=float, default=5.0, help="gap between closes in the 1-by-1 scenario"
+    )
     parser.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS))
