@@ -31,6 +31,23 @@ SCOPE_KEY = "fastapi_hangup.context"
 OBSERVER_KEY = "fastapi_hangup.observer"
 
 
+_NOT_A_DEPENDENCY = (
+    "CancelOnDisconnect is the type of the context, not a dependency FastAPI can build: "
+    "declare the parameter as `ctx: CancelCtx` (from fastapi_hangup), or write "
+    "`ctx: Annotated[CancelOnDisconnect, Depends(cancel_ctx)]`."
+)
+
+
+class _NoSignature:
+    """Makes ``inspect.signature(CancelOnDisconnect)`` fail with advice, so ``Depends()`` on
+    the class (which FastAPI inspects when the route is defined) explains itself."""
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            raise TypeError(_NOT_A_DEPENDENCY)
+        raise AttributeError("__signature__")
+
+
 class CancelOnDisconnect:
     """A request's cancellation context: the scope its work runs in, and whether it was cancelled.
 
@@ -86,6 +103,13 @@ class CancelOnDisconnect:
         self._deadline_hit = False
         self._hung_up_at: float | None = None
         self._loop_thread = threading.get_ident()
+
+    __signature__ = _NoSignature()
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """A bare ``ctx: CancelOnDisconnect`` parameter is no request field: say what is."""
+        raise TypeError(_NOT_A_DEPENDENCY)
 
     def __repr__(self) -> str:
         cause = self.cause

@@ -1021,3 +1021,21 @@ async def test_hang_up_while_the_endpoint_reads_the_body_ends_quietly(
     assert got == [b"first"]
     assert send.messages == []
     assert len(hang_up_records(caplog)) == 1
+
+
+def test_depends_on_the_context_class_explains_itself_at_definition() -> None:
+    app = FastAPI()
+    with pytest.raises(TypeError, match="declare the parameter as `ctx: CancelCtx`"):
+
+        @app.get("/x")
+        async def x(ctx: Annotated[CancelOnDisconnect, Depends()]) -> None:
+            return None
+
+
+def test_bare_context_annotation_explains_itself_at_definition() -> None:
+    app = FastAPI()
+    with pytest.raises(TypeError, match="declare the parameter as `ctx: CancelCtx`"):
+
+        @app.get("/y")
+        async def y(ctx: CancelOnDisconnect) -> None:
+            return None
