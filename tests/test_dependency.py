@@ -1,4 +1,4 @@
-"""``Depends(cancel_ctx)``, promise by promise (``/work/shared/DESIGN.md``), in memory.
+"""``Depends(cancel_ctx)``, promise by promise (``../shared/DESIGN.md``), in memory.
 
 No ``from __future__ import annotations`` here: the apps are built inside the tests, and
 FastAPI resolves string annotations in the module's globals, where a test's local

@@ -11,82 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
-import sys
-import traceback
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
-from urllib.parse import parse_qs
 
 import anyio
 import sniffio
-from fastapi import APIRouter, BackgroundTasks, FastAPI, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.responses import StreamingResponse
 
 from fastapi_hangup import CancelCtx, CancellableRoute, CancelOnDisconnect
 
-from ._events import LOG_TAG, record
+from ._app_kit import make_app, qualified
+from ._events import record
 
-_request_id: ContextVar[str] = ContextVar("request_id", default="-")
-
-
-class _WithRequestId(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.rid = _request_id.get()
-        return True
-
-
-def _log_to_stderr() -> None:
-    logger = logging.getLogger("fastapi_hangup")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_WithRequestId())
-    form = f"{LOG_TAG} %(levelname)s %(name)s: %(message)s [rid=%(rid)s]"
-    handler.setFormatter(logging.Formatter(form))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # exactly one line per record, whatever the server configures
-
-
-class _RequestIdMiddleware:
-    """Puts the request's ``?rid=`` where log records of its task can find it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            query = parse_qs(scope["query_string"].decode("latin-1"))
-            _request_id.set(query.get("rid", ["-"])[0])
-        await self.app(scope, receive, send)
-
-
-_log_to_stderr()
-app = FastAPI()
-app.add_middleware(_RequestIdMiddleware)
+app = make_app()
 
 
 def _cancelled_exc_name() -> str:
-    return _qualified(anyio.get_cancelled_exc_class())
-
-
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-@app.exception_handler(Exception)
-async def _print_unhandled(request: Request, exc: Exception) -> PlainTextResponse:
-    # Starlette's last-resort handler: servers log the exception after it, but hypercorn
-    # stays silent if a cancellation hits the task first. Print it, so no error goes unseen.
-    print(f"{LOG_TAG} ERROR unhandled in {request.method} {request.url.path}:", file=sys.stderr)
-    traceback.print_exception(exc, file=sys.stderr)
-    return PlainTextResponse("Internal Server Error", status_code=500)
-
-
-@app.get("/ready")
-async def ready() -> dict[str, bool]:
-    return {"ready": True}
+    return qualified(anyio.get_cancelled_exc_class())
 
 
 @app.get("/runtime")
@@ -95,7 +37,7 @@ async def runtime() -> dict[str, str | int]:
     if sniffio.current_async_library() == "trio":
         loop = "trio"
     else:
-        loop = _qualified(type(asyncio.get_running_loop()))
+        loop = qualified(type(asyncio.get_running_loop()))
     return {"pid": os.getpid(), "loop": loop}
 
 
@@ -106,7 +48,7 @@ async def guarded_slow(rid: str, ctx: CancelCtx, seconds: float = 30.0) -> dict[
     try:
         await anyio.sleep(seconds)
     except BaseException as exc:
-        record(rid, "end", cancelled=ctx.is_cancelled, exc=_qualified(type(exc)))
+        record(rid, "end", cancelled=ctx.is_cancelled, exc=qualified(type(exc)))
         raise
     record(rid, "end", cancelled=ctx.is_cancelled, exc=None)
     return {"rid": rid}
@@ -119,7 +61,7 @@ async def unguarded_slow(rid: str, seconds: float = 30.0) -> dict[str, str]:
     try:
         await anyio.sleep(seconds)
     except BaseException as exc:
-        record(rid, "end", exc=_qualified(type(exc)))
+        record(rid, "end", exc=qualified(type(exc)))
         raise
     record(rid, "end", exc=None)
     return {"rid": rid}
@@ -141,7 +83,7 @@ async def _finish_later(rid: str) -> None:
     try:
         await anyio.sleep(0.2)
     except BaseException as exc:
-        record(rid, "background-stopped", exc=_qualified(type(exc)))
+        record(rid, "background-stopped", exc=qualified(type(exc)))
         raise
     record(rid, "background-done")
 
@@ -165,7 +107,7 @@ async def guarded_upload(rid: str, ctx: CancelCtx, request: Request) -> dict[str
             digest.update(chunk)
             size += len(chunk)
     except BaseException as exc:
-        record(rid, "end", cancelled=ctx.is_cancelled, exc=_qualified(type(exc)), size=size)
+        record(rid, "end", cancelled=ctx.is_cancelled, exc=qualified(type(exc)), size=size)
         raise
     record(rid, "end", cancelled=ctx.is_cancelled, exc=None, size=size)
     return {"size": size, "sha256": digest.hexdigest(), "pid": os.getpid()}
@@ -182,7 +124,7 @@ async def _ticks(
             yield b"tick %d\n" % sent
             await anyio.sleep(interval)
     except BaseException as exc:
-        record(rid, "end", cancelled=ctx.is_cancelled, exc=_qualified(type(exc)), sent=sent)
+        record(rid, "end", cancelled=ctx.is_cancelled, exc=qualified(type(exc)), sent=sent)
         raise
     record(rid, "end", cancelled=ctx.is_cancelled, exc=None, sent=count)
 

@@ -11,18 +11,12 @@ class, and on a streaming body (route class only: it alone covers the body).
 
 from __future__ import annotations
 
-import logging
-import sys
-import traceback
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
 from typing import Annotated
-from urllib.parse import parse_qs
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
 
 from fastapi_hangup import (
     CancelCtx,
@@ -33,7 +27,8 @@ from fastapi_hangup import (
 )
 from tests._offload import spin, square
 
-from ._events import LOG_TAG, record
+from ._app_kit import make_app, qualified
+from ._events import record
 
 #: The time budget of every ``/deadline/...`` endpoint, in seconds.
 BUDGET = 0.2
@@ -41,78 +36,19 @@ BUDGET = 0.2
 STREAM_LINES = 20
 STREAM_INTERVAL = 0.05
 
-_request_id: ContextVar[str] = ContextVar("request_id", default="-")
-
-
-class _WithRequestId(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.rid = _request_id.get()
-        return True
-
-
-def _log_to_stderr() -> None:
-    logger = logging.getLogger("fastapi_hangup")
-    if any(isinstance(f, _WithRequestId) for h in logger.handlers for f in h.filters):
-        return  # installed already
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_WithRequestId())
-    form = f"{LOG_TAG} %(levelname)s %(name)s: %(message)s [rid=%(rid)s]"
-    handler.setFormatter(logging.Formatter(form))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # exactly one line per record, whatever the server configures
-
-
-class _RequestIdMiddleware:
-    """Puts the request's ``?rid=`` where log records of its task can find it.
-
-    It also installs the log handler, on the first request: not on import, which would
-    change the logging of the test process that imports this module for its constants, and
-    not in a lifespan, which daphne does not run.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            _log_to_stderr()
-            query = parse_qs(scope["query_string"].decode("latin-1"))
-            _request_id.set(query.get("rid", ["-"])[0])
-        await self.app(scope, receive, send)
-
-
-app = FastAPI()
-app.add_middleware(_RequestIdMiddleware)
+app = make_app()
 router = APIRouter(route_class=cancellable_route(deadline=BUDGET))
 
 BudgetCtx = Annotated[CancelOnDisconnect, Depends(cancel_ctx_with(deadline=BUDGET))]
 
 
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-@app.exception_handler(Exception)
-async def _print_unhandled(request: Request, exc: Exception) -> PlainTextResponse:
-    # Print any unhandled error with a marker the test looks for, whatever the server logs.
-    print(f"{LOG_TAG} ERROR unhandled in {request.method} {request.url.path}:", file=sys.stderr)
-    traceback.print_exception(exc, file=sys.stderr)
-    return PlainTextResponse("Internal Server Error", status_code=500)
-
-
-@app.get("/ready")
-async def ready() -> dict[str, bool]:
-    return {"ready": True}
-
-
 async def _work_for_ever(rid: str) -> dict[str, str]:
     """Record the start, then work 30 s (far past the budget) and record how it ended."""
-    record(rid, "start", cancelled_exc=_qualified(anyio.get_cancelled_exc_class()))
+    record(rid, "start", cancelled_exc=qualified(anyio.get_cancelled_exc_class()))
     try:
         await anyio.sleep(30)
     except BaseException as exc:
-        record(rid, "end", exc=_qualified(type(exc)))
+        record(rid, "end", exc=qualified(type(exc)))
         raise
     record(rid, "end", exc=None)
     return {"rid": rid}
@@ -143,7 +79,7 @@ async def deadline_stream(rid: str) -> StreamingResponse:
                 await anyio.sleep(STREAM_INTERVAL)
                 yield f"line {number}\n"
         except BaseException as exc:
-            record(rid, "end", exc=_qualified(type(exc)))
+            record(rid, "end", exc=qualified(type(exc)))
             raise
         record(rid, "end", exc=None)
 
@@ -157,7 +93,7 @@ async def offload_spin(rid: str, pid_file: str, ctx: CancelCtx) -> dict[str, int
     try:
         turns = await ctx.run_in_process(spin, 30.0, pid_file)
     except BaseException as exc:
-        record(rid, "end", exc=_qualified(type(exc)), cancelled=ctx.is_cancelled)
+        record(rid, "end", exc=qualified(type(exc)), cancelled=ctx.is_cancelled)
         raise
     record(rid, "end", exc=None, cancelled=ctx.is_cancelled)
     return {"turns": turns}

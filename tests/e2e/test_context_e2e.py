@@ -172,9 +172,11 @@ def test_deadline_during_a_stream_leaves_no_error_in_the_server_log(
 # -- run_in_process: the worker process is killed on a real hang-up ----------------------------
 
 
-def hang_up_on_busy_worker(server: ServerView, events: EventLog, pid_file: Path) -> float:
+def hang_up_on_busy_worker(
+    server: ServerView, events: EventLog, pid_file: Path
+) -> tuple[str, float]:
     """Start ``spin(30 s)`` in a worker process of the server, hang up once it is busy, and
-    return how long after the ``close()`` the worker process was gone."""
+    return the request id and how long after the ``close()`` the worker process was gone."""
     rid = new_request_id()
     workers: list[psutil.Process] = []
     try:
@@ -199,14 +201,14 @@ def hang_up_on_busy_worker(server: ServerView, events: EventLog, pid_file: Path)
         kill_leftovers(workers)
     end = events.wait_for(rid, "end")
     assert end["cancelled"] is True
-    return gone_after
+    return rid, gone_after
 
 
 @on_servers()
 def test_run_in_process_worker_is_killed_on_a_real_hang_up(
     server: ServerView, events: EventLog, tmp_path: Path
 ) -> None:
-    gone_after = hang_up_on_busy_worker(server, events, tmp_path / "worker.pid")
+    _, gone_after = hang_up_on_busy_worker(server, events, tmp_path / "worker.pid")
 
     print(f"{server.server.name}: worker process gone {gone_after * 1000:.1f} ms after close()")
     assert gone_after < 0.5  # promised: ~immediately (SIGKILL); the work would take 30 s
@@ -216,10 +218,10 @@ def test_run_in_process_worker_is_killed_on_a_real_hang_up(
 def test_run_in_process_hang_up_ends_quietly_with_one_499_record(
     server: ServerView, events: EventLog, tmp_path: Path
 ) -> None:
-    hang_up_on_busy_worker(server, events, tmp_path / "worker.pid")
+    rid, _ = hang_up_on_busy_worker(server, events, tmp_path / "worker.pid")
 
     log = settled_log(server)
-    assert len(hang_up_records(server)) == 1, log
+    assert len(hang_up_records(server, rid)) == 1, log
     assert trouble_in(log) == [], log
 
 
