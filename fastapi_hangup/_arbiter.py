@@ -8,6 +8,7 @@ each message exactly once and in order, and replays the disconnect for ever afte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from enum import Enum
 
@@ -95,7 +96,7 @@ class ReceiveArbiter:
                 # Request.is_disconnected() calls receive() in a cancelled scope: answer it
                 # with the disconnect if there is one, else fail there, but never hand over
                 # (and so drop) the body message.
-                if self._disconnect is not None and anyio.current_effective_deadline() < 0:
+                if self._disconnect is not None and anyio.current_effective_deadline() == -math.inf:
                     return self._disconnect
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 message, self._unread = self._unread, None

@@ -10,7 +10,6 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected
 from fastapi_hangup._guard import open_context
@@ -120,7 +119,7 @@ def _open(connection: HTTPConnection, options: CancelOptions) -> CancelOnDisconn
 def _exit_function(ctx: CancelOnDisconnect) -> Callable[..., bool]:
     def exit_function(exc_type: object, exc: BaseException | None, tb: object) -> bool:
         ctx.end_work()
-        if exc is None and ctx.cause is CancelCause.CLIENT_DISCONNECTED:
+        if exc is None and ctx.hung_up:
             # The client left, but the endpoint finished without another await: there is
             # nobody to send the response to, and sending can block (hypercorn over HTTP/2).
             raise ClientDisconnected()
