@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import sniffio
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from fastapi_hangup import CancelCtx, CancellableRoute, CancelOnDisconnect
@@ -94,6 +94,35 @@ async def guarded_quick(rid: str, ctx: CancelCtx) -> dict[str, str | bool]:
     await anyio.sleep(0.01)
     record(rid, "end", cancelled=ctx.is_cancelled, exc=None)
     return {"rid": rid, "cancelled": ctx.is_cancelled}
+
+
+@app.get("/guarded/shielded")
+async def guarded_shielded(rid: str, ctx: CancelCtx) -> None:
+    """A 0.3 s shielded write, then more work: the write must finish despite a hang-up."""
+    record(rid, "start", cancelled_exc=_cancelled_exc_name())
+    try:
+        with ctx.shield():
+            await anyio.sleep(0.3)
+            record(rid, "written", cancelled=ctx.is_cancelled)
+        await anyio.sleep(30)
+    except BaseException as exc:
+        record(rid, "end", cancelled=ctx.is_cancelled, exc=qualified(type(exc)))
+        raise
+
+
+@app.get("/guarded/items/{item_id}")
+async def guarded_item(item_id: int, ctx: CancelCtx) -> dict[str, int]:
+    """Answers like its unguarded twin: 404 with a header via HTTPException, 422, 200."""
+    if item_id == 0:
+        raise HTTPException(404, "no such item", headers={"x-reason": "zero"})
+    return {"item_id": item_id}
+
+
+@app.get("/unguarded/items/{item_id}")
+async def unguarded_item(item_id: int) -> dict[str, int]:
+    if item_id == 0:
+        raise HTTPException(404, "no such item", headers={"x-reason": "zero"})
+    return {"item_id": item_id}
 
 
 @app.post("/guarded/upload")

@@ -156,6 +156,36 @@ def test_keep_alive_connection_serves_guarded_requests_one_after_another(
     assert not [record for rid in rids for record in hang_up_records(server, rid)]
 
 
+@pytest.mark.check("shield: a shielded write finishes despite the hang-up")
+@on_every_server
+def test_shielded_write_finishes_and_the_cancellation_follows_it(
+    server: ServerView, events: EventLog
+) -> None:
+    rid, start, closed_at = hang_up_mid_request(server, events, "/guarded/shielded", "fin")
+
+    written = events.wait_for(rid, "written", timeout=5.0)
+    end = events.wait_for(rid, "end", timeout=5.0)
+    assert written["t"] > closed_at  # the hang-up came while the write was shielded
+    assert written["cancelled"] is True  # ... and the write went on to its end regardless
+    assert end["exc"] == start["cancelled_exc"]  # then the cancellation arrived
+    assert end["t"] - written["t"] < 1.0
+
+
+@pytest.mark.check("transparent: errors and results as without the extension")
+@on_every_server
+@pytest.mark.parametrize("item", ["7", "0", "not-a-number"])
+def test_guarded_route_answers_like_its_unguarded_twin(server: ServerView, item: str) -> None:
+    guarded = get(server.port, f"/guarded/items/{item}")
+    unguarded = get(server.port, f"/unguarded/items/{item}")
+
+    assert guarded.status == unguarded.status
+    assert guarded.json() == unguarded.json()
+    assert guarded.headers.get("x-reason") == unguarded.headers.get("x-reason")
+    assert guarded.status in (200, 404, 422)
+    if item == "0":
+        assert guarded.headers.get("x-reason") == "zero"
+
+
 def _uneven_pieces(data: bytes) -> Iterator[bytes]:
     """``data`` cut at uneven sizes, from one byte to a MiB, so chunk boundaries vary."""
     sizes = [1, 17, 4096, 65536, 65537, 300_000, MiB - 3]
