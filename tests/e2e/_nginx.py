@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._servers import ROOT, RunningServer, Server, free_port, run_command
+from tests._helpers import free_port
+
+from ._servers import ROOT, RunningServer, Server, run_command
 
 NGINX = shutil.which("nginx")
 
@@ -95,6 +97,7 @@ class RunningProxy:
 
     def __init__(self, running: RunningServer, folder: Path) -> None:
         self.port = running.port
+        self.pid = running.pid
         self.folder = folder
         self._running = running
 

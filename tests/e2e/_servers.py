@@ -1,9 +1,10 @@
 """Start real ASGI servers on loopback for the tests, and make sure they are gone afterwards.
 
 A :class:`Server` is a name and a command line; adding a server is one line in
-:data:`SERVERS`. :func:`run_server` starts it in a session of its own (so its workers can
-be stopped as a group, and only they), waits until it answers HTTP, and on exit stops the
-whole group: SIGTERM, then SIGKILL after a bound, also when the test failed.
+:data:`SERVERS`. :func:`run_server` starts it in a process group of its own (see
+``_spawn.py``: the group dies with the test run, however the run ends), waits until it
+answers HTTP, and on exit stops the whole group: SIGTERM, then SIGKILL after a bound, also
+when the test failed.
 
 Starting a server takes one to two seconds, so a :class:`ServerPool` keeps the last one
 running for the next test that asks for the same server and app, and each test gets a
@@ -16,9 +17,7 @@ import contextlib
 import importlib.util
 import os
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,10 @@ from pathlib import Path
 
 import psutil
 
+from tests._helpers import free_port
+
 from ._events import EVENTS_ENV, EventLog, poll
+from ._spawn import Child, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -118,15 +120,18 @@ H2C_SERVERS = (
     Server("granian-h2c", GRANIAN.argv, GRANIAN.needs),
 )
 
+#: Every server above by name.
+ALL_SERVERS = {server.name: server for server in (*SERVERS, *H2C_SERVERS)}
+
 
 class RunningServer:
     """A started server: its port, its process, and everything it wrote to stdout and stderr."""
 
-    def __init__(self, server: Server, process: subprocess.Popen[bytes], port: int, log: Path):
+    def __init__(self, server: Server, child: Child, port: int, log: Path):
         self.server = server
         self.port = port
         self.log_path = log
-        self._process = process
+        self._child = child
 
     def __repr__(self) -> str:
         return f"<RunningServer {self.server.name} pid={self.pid} port={self.port}>"
@@ -134,28 +139,19 @@ class RunningServer:
     @property
     def pid(self) -> int:
         """The server's main process, also the id of its process group."""
-        return self._process.pid
+        return self._child.pid
 
     def alive(self) -> bool:
         """Whether the main process is still running."""
-        return not _has_exited(self.pid)
+        return self._child.alive()
 
     def log(self) -> str:
         """Everything the server (and the app in it) wrote to stdout and stderr so far."""
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, grace: float = 3.0) -> None:
-        """Stop the whole process group: SIGTERM, and SIGKILL if it lingers ``grace`` seconds.
-
-        The leader is reaped only after the final SIGKILL to its group, so the group id
-        cannot have been reused by an unrelated process when that signal goes out.
-        """
-        if self._process.returncode is not None:
-            return
-        _signal_group(self.pid, signal.SIGTERM)
-        poll(lambda: _has_exited(self.pid), grace, interval=0.02)
-        _signal_group(self.pid, signal.SIGKILL)  # stragglers too, such as hypercorn's worker
-        self._process.wait(timeout=grace)
+    def stop(self) -> None:
+        """Stop the whole process group (see :meth:`Child.stop`)."""
+        self._child.stop()
 
 
 class ServerView:
@@ -299,29 +295,13 @@ def run_command(
         **(env or {}),
     }
     with log.open("wb") as output:
-        process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    running = RunningServer(server, process, port, log)
+        child = spawn(argv, cwd=ROOT, env=environment, output=output)
+    running = RunningServer(server, child, port, log)
     try:
         _wait_ready(running, ready_path, start_timeout)
         yield running
     finally:
         running.stop()
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_ready(running: RunningServer, path: str, timeout: float) -> None:
@@ -353,17 +333,3 @@ def _answers_http(port: int, path: str) -> bool:
             return head == b"HTTP/1.1 "
     except OSError:
         return False
-
-
-def _has_exited(pid: int) -> bool:
-    # WNOWAIT leaves the exited leader a zombie: its pid (the group id) stays reserved.
-    try:
-        status = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:  # reaped already
-        return True
-    return status is not None
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signum)

@@ -4,19 +4,28 @@ A test asks for ``server``, parametrized (indirect) with a :class:`Server`; it g
 a running server serving ``tests.e2e.app:app``. Consecutive tests on the same server share
 one process (see :class:`ServerPool`), and the tests are ordered by server, so that each
 server starts about once per run.
+
+An interrupted run cleans up too: SIGTERM is turned into a KeyboardInterrupt, as Ctrl-C is,
+so that pytest tears the fixtures down (stopping every server), and whatever a cut-short
+teardown left is killed at exit (see ``_spawn.py``).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
-from collections.abc import Generator, Iterator
+import signal
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import pytest
 
 from ._events import EventLog
 from ._matrix import MATRIX_ENV, MatrixRecorder
 from ._servers import H2C_SERVERS, SERVERS, Server, ServerPool, ServerView
+from ._spawn import kill_all
 
 APP = "tests.e2e.app:app"
 _SERVER_ORDER = {server: rank for rank, server in enumerate((*SERVERS, *H2C_SERVERS))}
@@ -29,6 +38,21 @@ def pytest_configure(config: pytest.Config) -> None:
         "check(label, table='On each server', column=None): the row (and optionally the column) of "
         f"this test in the server matrix that ${MATRIX_ENV} asks for",
     )
+    config.stash[_SIGTERM_HANDLER] = signal.signal(signal.SIGTERM, _interrupt)
+    atexit.register(kill_all)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, config.stash[_SIGTERM_HANDLER])
+
+
+_SIGTERM_HANDLER = pytest.StashKey[Callable[[int, FrameType | None], Any] | int | None]()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Python's default for SIGTERM is to die on the spot, fixtures and servers left as they
+    # are; as a KeyboardInterrupt, pytest stops the run and tears everything down.
+    raise KeyboardInterrupt(f"pytest got {signal.Signals(signum).name}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
