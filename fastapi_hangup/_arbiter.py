@@ -8,7 +8,6 @@ each message exactly once and in order, and replays the disconnect for ever afte
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from enum import Enum
 
@@ -17,6 +16,7 @@ import anyio.lowlevel
 from starlette.types import Message, Receive
 
 from fastapi_hangup._backend import spawn
+from fastapi_hangup._fastapi import is_disconnect_probe
 
 
 class _State(Enum):
@@ -35,6 +35,7 @@ class ReceiveArbiter:
     """
 
     __slots__ = (
+        "_asked",
         "_changed",
         "_disconnect",
         "_error",
@@ -55,7 +56,7 @@ class ReceiveArbiter:
         self._state = _State.IDLE
         self._unread: Message | None = None
         self._disconnect: Message | None = None
-        self._error: Exception | None = None
+        self._error: BaseException | None = None
         # Events are created lazily by whoever waits: a request that never suspends makes none.
         self._changed: anyio.Event | None = None
         self._taken: anyio.Event | None = None
@@ -63,6 +64,16 @@ class ReceiveArbiter:
         self._watch_scope: anyio.CancelScope | None = None
         self._watcher_done = False
         self._task: object = None
+        self._asked = False
+
+    @property
+    def asked(self) -> bool:
+        """Whether a reader has asked for a request message."""
+        return self._asked
+
+    def detach(self) -> None:
+        """Forget the disconnect callback (the request is over), breaking the reference cycle."""
+        self._on_disconnect = _ignore
 
     def arm(self) -> None:
         """Start the watcher task now, unless it runs already or the work is over."""
@@ -91,12 +102,13 @@ class ReceiveArbiter:
 
     async def receive(self) -> Message:
         """Return the next request message: what the watcher holds, then the raw stream."""
+        self._asked = True
         while True:
             if self._unread is not None:
                 # Request.is_disconnected() calls receive() in a cancelled scope: answer it
                 # with the disconnect if there is one, else fail there, but never hand over
                 # (and so drop) the body message.
-                if self._disconnect is not None and anyio.current_effective_deadline() == -math.inf:
+                if self._disconnect is not None and is_disconnect_probe():
                     return self._disconnect
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 message, self._unread = self._unread, None
@@ -135,10 +147,20 @@ class ReceiveArbiter:
                         self._taken = anyio.Event()
                         await self._taken.wait()
                         self._taken = None
-        except Exception as exc:  # the server's receive failed: readers get the error
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                raise  # the event loop is shutting down: the task ends like any other
+            # The server's receive() failed (a test's fake receive may even raise a
+            # BaseException): the watcher must not die of it, readers get the error instead.
             self._error = exc
             self._notify()
         finally:
             self._watcher_done = True
             if self._finished is not None:
                 self._finished.set()
+
+
+def _ignore() -> None:
+    pass

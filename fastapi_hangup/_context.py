@@ -1,4 +1,9 @@
-"""The per-request context object that handlers receive."""
+"""The per-request context object that handlers receive: only what handlers call.
+
+The request's lifecycle (the watcher, the clocks, entering and leaving the cancel scope, the
+log record) lives in :class:`fastapi_hangup._guard.RequestGuard`, which owns one of these and
+is the only writer of its state, as trio's ``CancelStatus`` is of its ``CancelScope``.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +16,12 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_process
 import anyio.to_thread
-from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope
 
-from fastapi_hangup._arbiter import ReceiveArbiter
-from fastapi_hangup._backend import call_soon, new_cancel_scope
-from fastapi_hangup._callbacks import CallbackHandle, run_callbacks
+from fastapi_hangup._callbacks import CallbackHandle
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
-from fastapi_hangup._log import log_stopped
-from fastapi_hangup._options import DEFAULTS, CancelOptions
 
 T = TypeVar("T")
-
-#: Where the one context of a request lives in the ASGI scope, so every entry point shares it.
-SCOPE_KEY = "fastapi_hangup.context"
-#: An optional callback in the ASGI scope that is told about the context once it exists
-#: (``fastapi_hangup.testing`` uses it to hand the context to your test).
-OBSERVER_KEY = "fastapi_hangup.observer"
-
 
 _NOT_A_DEPENDENCY = (
     "CancelOnDisconnect is the type of the context, not a dependency FastAPI can build: "
@@ -56,52 +48,41 @@ class CancelOnDisconnect:
     context. When the client hangs up while the endpoint works, :attr:`is_cancelled` turns
     true and :attr:`scope` is cancelled, so the endpoint gets the backend's cancellation
     exception (``asyncio.CancelledError`` or ``trio.Cancelled``) at its next ``await``.
+
+    ``inspect.signature(CancelOnDisconnect)`` raises on purpose: it is what FastAPI inspects
+    for ``Depends(CancelOnDisconnect)``, and the error says what to write instead.
     """
 
     __slots__ = (
-        "_arbiter",
-        "_asgi_scope",
         "_budget",
+        "_callback_timeout",
         "_callbacks",
+        "_cancel_scope",
         "_cause",
-        "_covers_response",
         "_deadline",
-        "_deadline_hit",
+        "_deadline_raised",
         "_finished",
-        "_hung_up_at",
-        "_loop_deadline",
+        "_inert",
         "_loop_thread",
-        "_options",
-        "_raw_receive",
-        "_scope",
-        "_started_at",
+        "_path",
         "_working",
     )
 
     def __init__(
-        self,
-        asgi_scope: Scope,
-        receive: Receive,
-        options: CancelOptions = DEFAULTS,
-        *,
-        covers_response: bool = False,
+        self, cancel_scope: anyio.CancelScope, *, path: str, callback_timeout: float
     ) -> None:
-        self._asgi_scope = asgi_scope
-        self._covers_response = covers_response
-        self._raw_receive = receive
-        self._options = options
-        self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
+        # Written only by the request's guard (and _deadline_raised by check()).
+        self._cancel_scope = cancel_scope
+        self._path = path
+        self._callback_timeout = callback_timeout
         self._callbacks: list[CallbackHandle] | None = None
-        self._scope = new_cancel_scope()
         self._cause: CancelCause | None = None
         self._working = True
         self._finished = False
-        self._started_at = time.monotonic()
         self._budget: float | None = None
         self._deadline: float | None = None
-        self._loop_deadline = math.inf  # the same instant on the event loop's clock
-        self._deadline_hit = False
-        self._hung_up_at: float | None = None
+        self._deadline_raised = False
+        self._inert = False  # a context that guards nothing (on a websocket route)
         self._loop_thread = threading.get_ident()
 
     __signature__ = _NoSignature()
@@ -114,7 +95,7 @@ class CancelOnDisconnect:
     def __repr__(self) -> str:
         cause = self.cause
         state = cause.value if cause else "finished" if self._finished else "active"
-        return f"<CancelOnDisconnect {state} {self._asgi_scope.get('path', '?')!r}>"
+        return f"<CancelOnDisconnect {state} {self._path!r}>"
 
     @property
     def cause(self) -> CancelCause | None:
@@ -124,7 +105,12 @@ class CancelOnDisconnect:
         event loop has delivered the cancellation.
         """
         deadline = self._deadline
-        if self._cause is None and self._working and deadline and time.monotonic() >= deadline:
+        if (
+            self._cause is None
+            and self._working
+            and deadline is not None
+            and (time.monotonic() >= deadline or self._timer_fired())
+        ):
             return CancelCause.DEADLINE_EXCEEDED
         return self._cause
 
@@ -138,16 +124,6 @@ class CancelOnDisconnect:
         return self.cause is not None
 
     @property
-    def covers_response(self) -> bool:
-        """Whether the guard also covers the response body (the route class), not just the work."""
-        return self._covers_response
-
-    @property
-    def hung_up(self) -> bool:
-        """Whether the client has gone (the one cause after which nothing may be sent)."""
-        return self._cause is CancelCause.CLIENT_DISCONNECTED
-
-    @property
     def scope(self) -> anyio.CancelScope:
         """The anyio cancel scope around the endpoint's work; a hang-up cancels it.
 
@@ -155,7 +131,7 @@ class CancelOnDisconnect:
             RuntimeError: if the request is over or you are in a worker thread.
         """
         self._check_usable("scope")
-        return self._scope
+        return self._cancel_scope
 
     @property
     def deadline(self) -> float | None:
@@ -182,7 +158,7 @@ class CancelOnDisconnect:
         """
         cause = self.cause
         if cause is CancelCause.DEADLINE_EXCEEDED:
-            self._cause = cause  # the request ends because of it, even if a handler answers
+            self._deadline_raised = True  # the request ends with the 504, even if caught
             raise DeadlineExceeded(self._budget or 0.0)
         if cause is not None:
             raise ClientDisconnected()
@@ -223,8 +199,15 @@ class CancelOnDisconnect:
 
         Returns:
             A handle whose ``remove()`` unregisters the callback.
+
+        Raises:
+            ValueError: for a timeout that is not a positive number of seconds.
         """
-        handle = CallbackHandle(callback, timeout or self._options.callback_timeout)
+        if timeout is None:
+            timeout = self._callback_timeout
+        elif not (0 < timeout < math.inf):
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        handle = CallbackHandle(callback, timeout)
         if self._callbacks is None:
             self._callbacks = []
         self._callbacks.append(handle)
@@ -247,130 +230,18 @@ class CancelOnDisconnect:
         """
         return await anyio.to_process.run_sync(func, *args, cancellable=True)
 
-    # -- lifecycle, driven by the entry points (dependency, decorator, route class) ----------
-
-    def start(self) -> None:
-        """Enter :attr:`scope`, make the context findable, and arm the watcher lazily.
-
-        Call it in the task that runs the work; :meth:`close` must follow in the same task.
-        """
-        scope = self._asgi_scope
-        scope[SCOPE_KEY] = self
-        observer = scope.get(OBSERVER_KEY)
-        if observer is not None:
-            observer(self)
-        budget = self._options.budget(scope)
-        if budget is not None:
-            self._budget = budget
-            self._deadline = self._started_at + budget
-            self._loop_deadline = self._scope.deadline = anyio.current_time() + budget
-        self._scope.__enter__()
-        call_soon(self._watch)
-
-    async def receive(self) -> Message:
-        """The request's ``receive`` as every reader must see it once watching may start."""
-        return await self._get_arbiter().receive()
-
-    def hang_up(self) -> None:
-        """The client went away: cancel the work (after the grace period), unless it is over."""
-        if self._working and self._cause is None:
-            self._hung_up_at = time.monotonic()
-            self._cause = CancelCause.CLIENT_DISCONNECTED
-            if self._options.grace:
-                grace_ends = anyio.current_time() + self._options.grace
-                self._scope.deadline = min(self._scope.deadline, grace_ends)
-            else:
-                self._scope.cancel()
-
-    def end_work(self) -> None:
-        """The handler's work is over: stop watching, so later disconnects mean nothing.
-
-        The deadline (and a grace period's) is disarmed too: what runs after the work, the
-        response body under the dependency or BackgroundTasks, is not the work's to cancel.
-        """
-        if self._working:
-            self._working = False
-            if self._deadline is not None:
-                # Either clock may say so first: uvloop fires timers up to ~0.1 ms early.
-                self._deadline_hit = (
-                    time.monotonic() >= self._deadline
-                    or anyio.current_time() >= self._loop_deadline
-                )
-            if self._scope.deadline != math.inf:  # a budget or a grace period is running
-                self._scope.deadline = math.inf
-        if self._arbiter is not None:
-            self._arbiter.stop()
-
-    async def close(self, exc: BaseException | None) -> CancelCause | None:
-        """End the work, wait for the watcher task to go, and leave :attr:`scope`.
-
-        Runs the ``on_cancel`` callbacks if the work was cancelled.
-
-        Returns:
-            The cause, if the request ends because of it: the scope swallowed its
-            cancellation, ``ctx.check()`` raised, or the client left while the endpoint
-            finished. The caller then ends the request accordingly. ``None`` otherwise (also
-            for a cancellation from outside, which must propagate).
-
-        Raises:
-            RuntimeError: the application cancelled :attr:`scope` itself.
-        """
-        self.end_work()
-        deadline_passed = self._deadline_hit
-        if self._arbiter is not None:
-            await self._arbiter.wait_stopped()
-        self._finished = True
-        # Break the scope <-> context cycle, so both die by reference counting instead of
-        # waiting for the garbage collector (measured: ~5 us per request).
-        self._asgi_scope.pop(SCOPE_KEY, None)
-        if exc is None:
-            self._scope.__exit__(None, None, None)
-            # The client left, or ctx.check() raised DeadlineExceeded and a handler answered.
-            ends = self._cause is not None
-        elif self._scope.__exit__(type(exc), exc, exc.__traceback__):
-            if self._cause is None and not deadline_passed:
-                raise RuntimeError(
-                    "ctx.scope was cancelled by the application, not by a hang-up, so the "
-                    "endpoint produced no response. To give up on a piece of work, wrap just "
-                    "that piece in `with anyio.move_on_after(...)` or your own "
-                    "`anyio.CancelScope()`."
-                ) from exc
-            ends = True
-        elif isinstance(exc, anyio.get_cancelled_exc_class()):
-            self._cause = self._cause or CancelCause.SERVER_SHUTDOWN
-            ends = False  # a cancellation from outside must propagate
-        else:  # ctx.check() raised, or a body reader got the replayed disconnect first
-            ends = isinstance(exc, ClientDisconnected | DeadlineExceeded | ClientDisconnect) and (
-                self._cause is not None or deadline_passed
-            )
-        if ends and self._cause is None:  # only a passed deadline gets here
-            self._cause = CancelCause.DEADLINE_EXCEEDED
-        if self._cause is not None and self._callbacks:
-            await run_callbacks(self._callbacks)
-        return self._cause if ends else None
-
-    def ending_error(self, cause: CancelCause) -> Exception:
-        """Log the abandoned request once and return the exception that ends it."""
-        if cause is CancelCause.DEADLINE_EXCEEDED:
-            ran = time.monotonic() - self._started_at
-            log_stopped(self._asgi_scope, cause, 504, "Deadline Exceeded", ran)
-            return DeadlineExceeded(self._budget or 0)
-        ran = (self._hung_up_at or time.monotonic()) - self._started_at
-        log_stopped(self._asgi_scope, cause, 499, "Client Closed Request", ran)
-        return ClientDisconnected()
-
-    def _watch(self) -> None:
-        if self._working:
-            self._get_arbiter().arm()
-
-    def _get_arbiter(self) -> ReceiveArbiter:
-        if self._arbiter is None:
-            self._arbiter = ReceiveArbiter(self._raw_receive, self.hang_up)
-            if not self._working:
-                self._arbiter.stop()
-        return self._arbiter
+    def _timer_fired(self) -> bool:
+        # The scope's own timer may fire first (uvloop runs timers up to ~0.1 ms early), but
+        # only the event loop's thread may ask it (trio reads its clock to answer).
+        return threading.get_ident() == self._loop_thread and self._cancel_scope.cancel_called
 
     def _check_usable(self, what: str) -> None:
+        if self._inert:
+            raise RuntimeError(
+                f"ctx.{what} was used on a websocket route, which fastapi-hangup does not "
+                "guard: its context is never cancelled. A websocket endpoint learns that its "
+                "client left from WebSocketDisconnect, raised by websocket.receive_*()."
+            )
         if self._finished:
             raise RuntimeError(
                 f"ctx.{what} was used after its request ended. The context belongs to one "

@@ -2,30 +2,46 @@
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
-import textwrap
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, TypeVar, overload
 
 from fastapi import Depends, Request, params
-from starlette.concurrency import run_in_threadpool
 
-from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
+from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._dependency import CancelCtx, cancel_ctx, dependency_for
-from fastapi_hangup._guard import call_guarded
+from fastapi_hangup._exceptions import ClientDisconnected
+from fastapi_hangup._fastapi import (
+    add_handler_late,
+    body_read,
+    is_coroutine_callable,
+    is_generator_callable,
+    request_send,
+    route_receive,
+)
+from fastapi_hangup._guard import RequestGuard, current_guard
 from fastapi_hangup._options import DEFAULTS, CancelOptions
-from fastapi_hangup._policy import CancelPolicy, mark, normalize_methods, policy_of
+from fastapi_hangup._policy import (
+    CancelPolicy,
+    mark,
+    mark_wrapped,
+    normalize_methods,
+    policy_of,
+)
+from fastapi_hangup._quiet import QUIET_HANDLER, answer_middleware
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 # FastAPI hands a parameter annotated with Request to the endpoint without solving anything,
 # so this hidden parameter costs nothing; the wrapper pops it before calling the endpoint.
 _REQUEST_PARAM = "fastapi_hangup_request__"
-_ROUTE_DECORATORS = frozenset(
-    {"get", "post", "put", "patch", "delete", "head", "options", "trace", "query", "api_route"}
-)
+# A sync endpoint runs in FastAPI's worker thread, so its guard is the dependency's, solved on
+# the event loop: the wrapper stays sync, and FastAPI runs (and traces) it as it would the
+# endpoint itself.
+_CTX_PARAM = "fastapi_hangup_ctx__"
 
 
 @overload
@@ -78,8 +94,14 @@ def cancellable(
         deadline_header: honour an inbound deadline header; see :func:`cancel_ctx_with`.
         callback_timeout: the default time limit of ``on_cancel`` callbacks.
 
-    Raises:
-        TypeError: if it is placed above the route decorator, where it could not work.
+    Placed above the route decorator it cannot work (the route was registered with the
+    undecorated function); :func:`document_cancellation` then fails with a ``TypeError``
+    that says so.
+
+    The decorated endpoint keeps its type: called directly (in a unit test), it simply runs.
+    FastAPI's own rules decide whether it is async, sync or a stream, so an endpoint behind
+    another ``functools.wraps`` decorator, or an object with an ``async __call__``, is
+    handled exactly as FastAPI handles it.
     """
     if callable(func_or_enabled):
         return _decorate(func_or_enabled, CancelPolicy(enabled=True, methods=None))
@@ -102,83 +124,117 @@ def cancellable(
 
 
 def _decorate(func: F, policy: CancelPolicy) -> F:
-    _check_placement(func)
     if not policy.enabled:
         mark(func, policy)  # only a CancellableRoute reads it: nothing else to opt out of
         return func
-    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
-        wrapper = _streaming_wrapper(func, policy)
+    if policy_of(func) is not None or _REQUEST_PARAM in _parameters(func):
+        raise TypeError(f"@cancellable was applied twice to {_name(func)}")
+    if is_generator_callable(func):
+        wrapper, hidden = _streaming_wrapper(func, policy), _request_parameter()
+    elif is_coroutine_callable(func):
+        wrapper, hidden = _endpoint_wrapper(func, policy), _request_parameter()
     else:
-        wrapper = _endpoint_wrapper(func, policy)
+        wrapper, hidden = _sync_wrapper(func), _ctx_parameter(policy)
     functools.update_wrapper(wrapper, func)
-    wrapper.__signature__ = _with_request_param(func, policy.options)  # type: ignore[attr-defined]
+    wrapper.__signature__ = _signature_with(func, hidden, policy.options)  # type: ignore[attr-defined]
     mark(wrapper, policy)
+    mark_wrapped(func)
     return wrapper  # type: ignore[return-value]
 
 
-def _request_param(func: Callable[..., Any]) -> str | None:
-    """The endpoint's own ``Request`` parameter: FastAPI fills only one, so we share it."""
-    try:
-        signature = inspect.signature(func, eval_str=True)
-    except (NameError, TypeError):  # an annotation that only resolves later: check by name
-        signature = inspect.signature(func)
-    for param in signature.parameters.values():
-        annotation = param.annotation
-        if annotation == "Request" or (
-            isinstance(annotation, type) and issubclass(annotation, Request)
-        ):
-            return param.name
-    return None
-
-
-def _endpoint_wrapper(func: Callable[..., Any], policy: CancelPolicy) -> Callable[..., Any]:
-    is_async = inspect.iscoroutinefunction(func)
+def _endpoint_wrapper(
+    func: Callable[..., Awaitable[T]], policy: CancelPolicy
+) -> Callable[..., Awaitable[T]]:
     own = _request_param(func)
 
-    async def endpoint(*args: Any, **kwargs: Any) -> Any:
-        request: Request = kwargs[own] if own else kwargs.pop(_REQUEST_PARAM)
-        if is_async:
-            call = functools.partial(func, *args, **kwargs)
-        else:  # what FastAPI itself does with a sync endpoint
-            call = functools.partial(run_in_threadpool, func, *args, **kwargs)
-        if policy.methods is not None and request.method not in policy.methods:
-            return await call()
-        return await call_guarded(request, call, policy.options)
+    async def endpoint(*args: Any, **kwargs: Any) -> T:
+        request: Request | None = kwargs.get(own) if own else kwargs.pop(_REQUEST_PARAM, None)
+        if request is None or not _wanted(policy, request):
+            return await func(*args, **kwargs)  # called directly, or a method not guarded
+        return await _call_guarded(request, functools.partial(func, *args, **kwargs), policy)
 
     return endpoint
 
 
-def _streaming_wrapper(func: Callable[..., Any], policy: CancelPolicy) -> Callable[..., Any]:
-    # FastAPI still sees a generator endpoint (it unwraps __wrapped__); the body is streamed
-    # after the endpoint function returns, which only the route class can cover.
-    own = _request_param(func)
+async def _call_guarded(
+    request: Request, call: Callable[[], Awaitable[T]], policy: CancelPolicy
+) -> T:
+    """Await ``call()`` inside the request's guard (``@cancellable`` on a plain route).
 
-    def endpoint(*args: Any, **kwargs: Any) -> Any:
-        request: Request = kwargs[own] if own else kwargs.pop(_REQUEST_PARAM)
-        wanted = policy.methods is None or request.method in policy.methods
-        ctx = request.scope.get(SCOPE_KEY)
-        if wanted and not (ctx is not None and ctx.covers_response):
-            raise TypeError(
-                f"@cancellable on the streaming endpoint {func.__qualname__} needs the route "
-                "class: its body is sent after the endpoint function returns, so only a "
-                "route-level guard can stop it. Create the router with "
-                "APIRouter(route_class=CancellableRoute)."
-            )
+    If an entry point further out (the route class, the dependency) already guards the
+    request, ``call()`` simply runs inside that one.
+    """
+    scope = request.scope
+    if current_guard(scope) is not None:
+        return await call()
+    guard = RequestGuard(scope, request.receive, policy.options, body_read=body_read(request))
+    route_receive(request, guard.receive)
+    add_handler_late(scope, ClientDisconnected, QUIET_HANDLER)
+    try:
+        async with guard:
+            return await call()
+    except ClientDisconnected:
+        await answer_middleware(scope, request.receive, request_send(request))
+        raise
+
+
+def _sync_wrapper(func: Callable[..., T]) -> Callable[..., T]:
+    def endpoint(*args: Any, **kwargs: Any) -> T:
+        kwargs.pop(_CTX_PARAM, None)  # the dependency guards the request; nothing to do here
         return func(*args, **kwargs)
 
     return endpoint
 
 
-def _with_request_param(func: Callable[..., Any], options: CancelOptions) -> inspect.Signature:
+def _streaming_wrapper(func: Callable[..., T], policy: CancelPolicy) -> Callable[..., T]:
+    # FastAPI still sees a generator endpoint (it unwraps __wrapped__); the body is streamed
+    # after the endpoint function returns, which only the route class can cover.
+    own = _request_param(func)
+
+    def endpoint(*args: Any, **kwargs: Any) -> T:
+        request: Request | None = kwargs.get(own) if own else kwargs.pop(_REQUEST_PARAM, None)
+        if request is not None and _wanted(policy, request):
+            guard = current_guard(request.scope)
+            if guard is None or not guard.covers_response:
+                raise TypeError(
+                    f"@cancellable on the streaming endpoint {_name(func)} needs the route "
+                    "class: its body is sent after the endpoint function returns, so only a "
+                    "route-level guard can stop it. Create the router with "
+                    "APIRouter(route_class=CancellableRoute)."
+                )
+        return func(*args, **kwargs)
+
+    return endpoint
+
+
+def _wanted(policy: CancelPolicy, request: Request) -> bool:
+    return policy.methods is None or request.method in policy.methods
+
+
+def _request_parameter() -> inspect.Parameter:
+    return inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+
+
+def _ctx_parameter(policy: CancelPolicy) -> inspect.Parameter:
+    dependency = dependency_for(policy.options, policy.methods)
+    return inspect.Parameter(
+        _CTX_PARAM,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[CancelOnDisconnect, Depends(dependency)],
+    )
+
+
+def _signature_with(
+    func: Callable[..., Any], hidden: inspect.Parameter, options: CancelOptions
+) -> inspect.Signature:
     signature = inspect.signature(func)
+    hints = _type_hints(func)
     # A `ctx: CancelCtx` parameter is solved before the endpoint runs, so it must carry the
     # decorator's settings itself.
-    params = [_with_options(p, options) for p in signature.parameters.values()]
-    if _REQUEST_PARAM in signature.parameters or policy_of(func) is not None:
-        raise TypeError(f"@cancellable was applied twice to {func.__qualname__}")
-    if _request_param(func) is not None:
-        return signature.replace(parameters=params)
-    hidden = inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+    params = [_with_options(p, hints.get(p.name), options) for p in signature.parameters.values()]
+    if hidden.name == _REQUEST_PARAM and _request_param(func) is not None:
+        return signature.replace(parameters=params)  # the endpoint's own Request is shared
     at = len(params)
     if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:
         at -= 1
@@ -186,10 +242,10 @@ def _with_request_param(func: Callable[..., Any], options: CancelOptions) -> ins
     return signature.replace(parameters=params)
 
 
-def _with_options(param: inspect.Parameter, options: CancelOptions) -> inspect.Parameter:
+def _with_options(param: inspect.Parameter, hint: Any, options: CancelOptions) -> inspect.Parameter:
     if options == DEFAULTS:
         return param
-    if param.annotation is CancelCtx or param.annotation == "CancelCtx":
+    if hint is CancelCtx or _is_ctx_annotation(hint):
         configured = Annotated[CancelOnDisconnect, Depends(dependency_for(options))]
         return param.replace(annotation=configured)
     default = param.default
@@ -198,36 +254,45 @@ def _with_options(param: inspect.Parameter, options: CancelOptions) -> inspect.P
     return param
 
 
-def _check_placement(func: Callable[..., Any]) -> None:
-    """Fail if ``@cancellable`` sits above the route decorator, where it would do nothing.
+def _is_ctx_annotation(hint: Any) -> bool:
+    if typing.get_origin(hint) is not Annotated:
+        return False
+    return any(
+        isinstance(extra, params.Depends) and extra.dependency is cancel_ctx
+        for extra in hint.__metadata__
+    )
 
-    Python applies decorators bottom-up, so a route decorator below ours has registered the
-    undecorated function already. The decorator list in the source tells.
+
+def _request_param(func: Callable[..., Any]) -> str | None:
+    """The endpoint's own ``Request`` parameter: FastAPI fills only one, so we share it."""
+    hints = _type_hints(func)
+    for name in _parameters(func):
+        hint = hints.get(name)
+        if isinstance(hint, type) and issubclass(hint, Request):
+            return name
+    return None
+
+
+def _type_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    """The endpoint's parameter annotations, resolved where they are strings.
+
+    ``from __future__ import annotations`` turns every annotation into a string; they are
+    resolved the way ``typing.get_type_hints`` does. One that resolves only later is left out.
     """
-    try:
-        source = textwrap.dedent(inspect.getsource(func))
-        node = ast.parse(source).body[0]
-    except (OSError, TypeError, SyntaxError, IndexError):  # no source (REPL, exec): can't tell
-        return
-    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        return
-    names = [_decorator_name(d) for d in node.decorator_list]
-    if "cancellable" not in names:
-        return
-    ours = names.index("cancellable")
-    if any(name in _ROUTE_DECORATORS for name in names[ours + 1 :]):
-        raise TypeError(
-            f"@cancellable is above the route decorator of {func.__qualname__}, so the route "
-            "was registered without it. Put @cancellable directly under @app.get(...) "
-            "(or @router.post(...), ...), next to the function."
-        )
+    hints = {name: param.annotation for name, param in _parameters(func).items()}
+    if any(isinstance(hint, str) for hint in hints.values()):
+        target = func if inspect.isroutine(func) else getattr(func, "__call__", func)  # noqa: B004
+        try:
+            resolved = typing.get_type_hints(inspect.unwrap(target), include_extras=True)
+        except Exception:  # a name defined later (or never): keep what is not a string
+            resolved = {}
+        hints = {name: resolved.get(name, hint) for name, hint in hints.items()}
+    return {name: hint for name, hint in hints.items() if not isinstance(hint, str)}
 
 
-def _decorator_name(node: ast.expr) -> str:
-    if isinstance(node, ast.Call):
-        node = node.func
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    if isinstance(node, ast.Name):
-        return node.id
-    return ""
+def _parameters(func: Callable[..., Any]) -> typing.Mapping[str, inspect.Parameter]:
+    return inspect.signature(func).parameters
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)

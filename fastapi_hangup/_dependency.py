@@ -3,31 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
+from fastapi_hangup._backend import is_innermost, new_cancel_scope
+from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected
-from fastapi_hangup._guard import open_context
-from fastapi_hangup._openapi import DEPENDENCY_MARK
+from fastapi_hangup._fastapi import (
+    add_handler_late,
+    body_read,
+    exit_stacks,
+    request_send,
+    route_receive,
+)
+from fastapi_hangup._guard import RequestGuard, current_guard
 from fastapi_hangup._options import DEFAULTS, CancelOptions
+from fastapi_hangup._policy import DEPENDENCY_MARK
+from fastapi_hangup._quiet import QUIET_HANDLER, answer_middleware
 
 Dependency = Callable[[HTTPConnection], Awaitable[CancelOnDisconnect]]
+_Exit = Callable[
+    [type[BaseException] | None, BaseException | None, TracebackType | None], Awaitable[bool]
+]
 
 
 async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
     """Give the endpoint the request's :class:`CancelOnDisconnect` context.
 
     Use it as ``Depends(cancel_ctx)`` (or through the :data:`CancelCtx` alias). The context's
-    scope is entered while dependencies are solved and stays open until the request ends;
-    the watcher stops the moment the endpoint function returns, before the response is sent,
-    so ``http.disconnect`` after a complete response (which every server sends) and
-    BackgroundTasks are never affected. The default ``scope="request"`` and
-    ``scope="function"`` behave the same.
+    scope is entered while dependencies are solved and left when the endpoint function
+    returns (or, if a yield dependency solved after it holds a cancel scope of its own
+    open, when the request ends); the watcher stops the moment the endpoint function
+    returns, before the response is sent, so ``http.disconnect`` after a complete response
+    (which every server sends) and BackgroundTasks are never affected. The default
+    ``scope="request"`` and ``scope="function"`` behave the same.
 
     When the client hangs up while the endpoint works, the endpoint gets the backend's
     cancellation exception at its next ``await``. The request then ends quietly: nothing is
@@ -35,10 +47,11 @@ async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
     :class:`ClientDisconnected`.
 
     If the route is a :class:`CancellableRoute` (or the endpoint is ``@cancellable``), the
-    dependency returns that entry point's context: one request has one context.
+    dependency returns that entry point's context: one request has one context. On a
+    websocket route (an app-wide ``dependencies=[Depends(cancel_ctx)]`` reaches those too)
+    it steps aside: the context it gives is never cancelled.
 
     Raises:
-        TypeError: on a websocket route.
         RuntimeError: outside a FastAPI route (for example, called by hand).
     """
     return _open(connection, DEFAULTS)
@@ -80,14 +93,19 @@ def cancel_ctx_with(
     return dependency_for(options)
 
 
-def dependency_for(
-    options: CancelOptions,
-) -> Callable[[HTTPConnection], Awaitable[CancelOnDisconnect]]:
-    """The ``cancel_ctx`` dependency for already-checked settings."""
-    if options == DEFAULTS:
+def dependency_for(options: CancelOptions, methods: frozenset[str] | None = None) -> Dependency:
+    """The ``cancel_ctx`` dependency for already-checked settings.
+
+    With ``methods``, requests of other methods are not guarded (``@cancellable(methods=...)``
+    on a sync endpoint); they get a context that is never cancelled.
+    """
+    if options == DEFAULTS and methods is None:
         return cancel_ctx
 
     async def cancel_ctx_configured(connection: HTTPConnection) -> CancelOnDisconnect:
+        if methods is not None and connection.scope.get("method") not in methods:
+            existing = current_guard(connection.scope)
+            return existing.ctx if existing is not None else _inert(connection)
         return _open(connection, options)
 
     setattr(cancel_ctx_configured, DEPENDENCY_MARK, True)
@@ -96,30 +114,44 @@ def dependency_for(
 
 def _open(connection: HTTPConnection, options: CancelOptions) -> CancelOnDisconnect:
     scope = connection.scope
-    existing = scope.get(SCOPE_KEY)
+    existing = current_guard(scope)
     if existing is not None:
-        return cast(CancelOnDisconnect, existing)
-    request_stack = scope.get("fastapi_inner_astack")
-    function_stack = scope.get("fastapi_function_astack")
-    if not isinstance(request_stack, AsyncExitStack) or not isinstance(
-        function_stack, AsyncExitStack
-    ):
+        return existing.ctx
+    if scope["type"] != "http":
+        return _inert(connection)
+    stacks = exit_stacks(scope)
+    if stacks is None:
         raise RuntimeError(
             "cancel_ctx must be solved by FastAPI for a route: declare it as "
             "`ctx: CancelCtx` or `Depends(cancel_ctx)` in a path operation, not call it yourself."
         )
-    ctx = open_context(cast(Request, connection), options)
-    # The scope lives on the request stack, not the function stack: yield dependencies and
-    # FastAPI's own cleanup scope are entered later on the request stack and must exit first.
-    request_stack.push_async_exit(_exit_request(ctx))
-    function_stack.push(_exit_function(ctx))
+    request_stack, function_stack = stacks
+    request = cast(Request, connection)
+    guard = RequestGuard(scope, request.receive, options, body_read=body_read(request))
+    # Every reader of this request (request.body(), .stream(), .form(), is_disconnected())
+    # goes through the guard from now on, so the watcher can never steal a body message.
+    route_receive(request, guard.receive)
+    add_handler_late(scope, ClientDisconnected, QUIET_HANDLER)
+    ctx = guard.enter()
+    request_stack.push_async_exit(_exit_request(guard, request))
+    function_stack.push_async_exit(_exit_function(guard, request))
     return ctx
 
 
-def _exit_function(ctx: CancelOnDisconnect) -> Callable[..., bool]:
-    def exit_function(exc_type: object, exc: BaseException | None, tb: object) -> bool:
-        ctx.end_work()
-        if exc is None and ctx.hung_up:
+def _exit_function(guard: RequestGuard, request: Request) -> _Exit:
+    # The endpoint returned (or raised): the work is over. Leave the guard here if that
+    # keeps cancel scopes nested, which is when ours is the innermost one still open: a
+    # function-scoped yield dependency solved earlier may hold a scope of its own around
+    # ours and closes right after. Otherwise something solved later on the request stack
+    # holds one inside ours (FastAPI's cleanup scope, a yield dependency's task group), and
+    # the guard is left on the request stack, after it.
+    async def exit_function(
+        exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        guard.end_work()
+        if is_innermost(guard.ctx._cancel_scope):
+            return await _leave(guard, request, exc)
+        if exc is None and guard.hung_up:
             # The client left, but the endpoint finished without another await: there is
             # nobody to send the response to, and sending can block (hypercorn over HTTP/2).
             raise ClientDisconnected()
@@ -128,16 +160,31 @@ def _exit_function(ctx: CancelOnDisconnect) -> Callable[..., bool]:
     return exit_function
 
 
-def _exit_request(ctx: CancelOnDisconnect) -> Callable[..., Awaitable[bool]]:
+def _exit_request(guard: RequestGuard, request: Request) -> _Exit:
     async def exit_request(
         exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        cause = await ctx.close(exc)
-        if cause is not None:
-            raise ctx.ending_error(cause) from None
-        return False
+        return False if guard.exited else await _leave(guard, request, exc)
 
     return exit_request
+
+
+async def _leave(guard: RequestGuard, request: Request, exc: BaseException | None) -> bool:
+    try:
+        await guard.__aexit__(type(exc) if exc else None, exc, None)
+    except ClientDisconnected:
+        await answer_middleware(request.scope, request.receive, request_send(request))
+        raise
+    return False  # whatever else the work raised goes on
+
+
+def _inert(connection: HTTPConnection) -> CancelOnDisconnect:
+    ctx = CancelOnDisconnect(
+        new_cancel_scope(), path=connection.scope.get("path", "?"), callback_timeout=5.0
+    )
+    ctx._working = False
+    ctx._inert = True
+    return ctx
 
 
 setattr(cancel_ctx, DEPENDENCY_MARK, True)

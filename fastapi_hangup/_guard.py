@@ -1,171 +1,273 @@
-"""Running work inside a request's context: at function level and at route (ASGI) level."""
+"""``RequestGuard``: one guarded request's lifecycle, used by every entry point the same way.
+
+The dependency, the decorator and the route class each make (or find) the request's one
+guard and run the work inside it as an async context manager::
+
+    async with RequestGuard(scope, receive, options) as ctx:
+        ...  # the work; readers of the request go through guard.receive
+
+On the way in it publishes itself in the ASGI scope (so entry points that meet later share
+it), starts the clocks and enters the cancel scope; the watcher is armed lazily, when the
+work first yields to the event loop. ``end_work()`` says the work is over (the endpoint
+returned, or the response is complete): later disconnects mean nothing. On the way out it
+joins the watcher, leaves the cancel scope, runs ``on_cancel`` callbacks, writes the one log
+record and raises what ends an abandoned request: :class:`ClientDisconnected` after a hang-up,
+:class:`DeadlineExceeded` (504) after a passed deadline.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import math
+import time
+from types import TracebackType
+from typing import cast
 
 import anyio
-from fastapi import Request, Response
-from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Scope
 
-from fastapi_hangup._context import SCOPE_KEY, CancelOnDisconnect
+from fastapi_hangup._arbiter import ReceiveArbiter
+from fastapi_hangup._backend import call_soon, new_cancel_scope
+from fastapi_hangup._callbacks import run_callbacks
+from fastapi_hangup._cause import CancelCause
+from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
+from fastapi_hangup._log import log_stopped
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 
-T = TypeVar("T")
+#: Where the one guard of a request lives in the ASGI scope, so every entry point shares it.
+SCOPE_KEY = "fastapi_hangup.guard"
+#: An optional callback in the ASGI scope that is told about the context once it exists
+#: (``fastapi_hangup.testing`` uses it to hand the context to your test).
+OBSERVER_KEY = "fastapi_hangup.observer"
+
+_APP_CANCELLED = (
+    "ctx.scope was cancelled by the application, not by a hang-up, so the endpoint produced "
+    "no response. To give up on a piece of work, wrap just that piece in "
+    "`with anyio.move_on_after(...)` or your own `anyio.CancelScope()`."
+)
 
 
-def open_context(request: Request, options: CancelOptions = DEFAULTS) -> CancelOnDisconnect:
-    """Create and start the request's context, with every reader going through its arbiter."""
-    scope = request.scope
-    if scope["type"] != "http":
-        raise TypeError(
-            "fastapi-hangup only works on HTTP routes, but it was used on a websocket route. "
-            "A websocket endpoint learns that its client left from WebSocketDisconnect, "
-            "raised by websocket.receive_*(); remove cancel_ctx / @cancellable there."
-        )
-    ctx = CancelOnDisconnect(scope, request._receive, options)
-    # Every reader of this request (request.body(), .stream(), .form(), is_disconnected())
-    # goes through the arbiter from now on, so the watcher can never steal a body message.
-    request._receive = ctx.receive
-    _install_quiet_handler(scope)
-    ctx.start()
-    return ctx
+def current_guard(scope: Scope) -> RequestGuard | None:
+    """The guard of the request, if an entry point has made one."""
+    return cast("RequestGuard | None", scope.get(SCOPE_KEY))
 
 
-async def call_guarded(
-    request: Request, call: Callable[[], Awaitable[T]], options: CancelOptions = DEFAULTS
-) -> T:
-    """Await ``call()`` inside the request's context (``@cancellable`` on a plain route).
+class RequestGuard:
+    """Owns a guarded request: its context, watcher, clocks, callbacks and log record.
 
-    If an entry point further out (the route class, the dependency) already guards the
-    request, ``call()`` simply runs inside that one.
-    """
-    if SCOPE_KEY in request.scope:
-        return await call()
-    ctx = open_context(request, options)
-    try:
-        result = await call()
-    except BaseException as exc:
-        cause = await ctx.close(exc)
-        if cause is None:
-            raise
-        raise ctx.ending_error(cause) from None
-    cause = await ctx.close(None)
-    if cause is not None:
-        # The client left, but the endpoint finished without another await: there is
-        # nobody to send the response to, and sending can block (hypercorn over HTTP/2).
-        raise ctx.ending_error(cause)
-    return result
-
-
-def guard_route(
-    app: ASGIApp, methods: frozenset[str], options: CancelOptions = DEFAULTS
-) -> ASGIApp:
-    """Wrap a route's ASGI app so the whole request runs inside its context.
-
-    The route sees the raw ``receive`` and ``send``: the context covers dependencies, the
-    endpoint and a streaming response body, and knows exactly when the response is complete
-    (a later ``http.disconnect`` is the end of the stream, not a hang-up).
+    Args:
+        scope: the request's ASGI scope.
+        receive: the raw ASGI ``receive``; once the work runs, read through :meth:`receive`.
+        options: the route's settings (deadline, grace, ...).
+        covers_response: whether the guard also covers the response body (the route class),
+            not only the work.
+        body_read: whether the request body was read before the guard existed (body
+            parameters are, before dependencies are solved).
     """
 
-    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in methods or SCOPE_KEY in scope:
-            await app(scope, receive, send)
-            return
-        ctx = CancelOnDisconnect(scope, receive, options, covers_response=True)
-        started = False
-        unsent: int | None = None  # body bytes still due, when the response declares them
-
-        async def send_while_listened(message: Message) -> None:
-            nonlocal started, unsent
-            if ctx.hung_up:
-                return  # nobody reads it, and a send to a closed HTTP/2 stream can block
-            if message["type"] == "http.response.start":
-                started = True
-                unsent = _content_length(message)
-            elif _completes_response(message):
-                ctx.end_work()
-            elif unsent is not None and message["type"] == "http.response.body":
-                # A client that has every byte may close before the final empty message
-                # (FileResponse sends one): that is the end of the stream, not a hang-up.
-                unsent -= len(message.get("body", b""))
-                if unsent <= 0:
-                    ctx.end_work()
-            await send(message)
-
-        ctx.start()
-        try:
-            await app(scope, ctx.receive, send_while_listened)
-        except BaseException as exc:
-            cause = await ctx.close(exc)
-            if cause is None:
-                raise
-        else:
-            cause = await ctx.close(None)
-        if cause is not None:
-            error = ctx.ending_error(cause)
-            if isinstance(error, DeadlineExceeded) and not started:
-                raise error  # the client still waits: the app's handler answers 504
-            if not started and behind_base_http_middleware(scope):
-                await ClientClosedResponse()(scope, receive, send)
-
-    return guarded
-
-
-def _content_length(start: Message) -> int | None:
-    for name, value in start.get("headers", ()):
-        if name.lower() == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
-
-
-def _completes_response(message: Message) -> bool:
-    kind = message["type"]
-    if kind == "http.response.body":
-        return not message.get("more_body", False)
-    if kind == "http.response.trailers":
-        return not message.get("more_trailers", False)
-    return kind in ("http.response.pathsend", "http.response.zerocopysend")
-
-
-def _install_quiet_handler(scope: Scope) -> None:
-    # Starlette looks handlers up in the app's own dict, captured before dependencies run,
-    # so the handler has to be in that dict; setdefault keeps one the user registered.
-    handlers = scope.get("starlette.exception_handlers")
-    if handlers is not None:
-        handlers[0].setdefault(ClientDisconnected, _send_nothing)
-
-
-async def _send_nothing(request: Request, exc: Exception) -> Response | None:
-    """The client is gone, so the response is nothing; the log record was already written."""
-    return ClientClosedResponse() if behind_base_http_middleware(request.scope) else None
-
-
-def behind_base_http_middleware(scope: Scope) -> bool:
-    """Whether an ``@app.middleware("http")`` (a ``BaseHTTPMiddleware``) wraps the app.
-
-    Its ``call_next`` raises "No response returned." when the app sends nothing, so behind
-    one the abandoned request gets a 499 response nobody reads.
-    """
-    middleware = getattr(scope.get("app"), "user_middleware", ())
-    return any(
-        isinstance(m.cls, type) and issubclass(m.cls, BaseHTTPMiddleware) for m in middleware
+    __slots__ = (
+        "_arbiter",
+        "_asgi_scope",
+        "_body_read",
+        "_deadline_hit",
+        "_exited",
+        "_hung_up_at",
+        "_loop_deadline",
+        "_options",
+        "_raw_receive",
+        "_started_at",
+        "covers_response",
+        "ctx",
     )
 
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        options: CancelOptions = DEFAULTS,
+        *,
+        covers_response: bool = False,
+        body_read: bool = False,
+    ) -> None:
+        self._asgi_scope = scope
+        self._body_read = body_read
+        self._raw_receive = receive
+        self._options = options
+        self.covers_response = covers_response
+        self.ctx = CancelOnDisconnect(
+            new_cancel_scope(),
+            path=scope.get("path", "?"),
+            callback_timeout=options.callback_timeout,
+        )
+        self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
+        self._started_at = time.monotonic()
+        self._loop_deadline = math.inf  # the deadline on the event loop's clock
+        self._deadline_hit = False
+        self._hung_up_at: float | None = None
+        self._exited = False
 
-class ClientClosedResponse(Response):
-    """An empty 499 response whose sending gives up after a second.
+    @property
+    def hung_up(self) -> bool:
+        """Whether the client has gone (the one cause after which nothing may be sent)."""
+        return self.ctx._cause is CancelCause.CLIENT_DISCONNECTED
 
-    After a hang-up a send can block for ever (hypercorn over HTTP/2 on a closed connection),
-    so it is bounded; and it is only sent where something waits for it.
-    """
+    @property
+    def exited(self) -> bool:
+        """Whether the guard has been left (its cancel scope is closed)."""
+        return self._exited
 
-    def __init__(self) -> None:
-        super().__init__(status_code=499)
+    async def __aenter__(self) -> CancelOnDisconnect:
+        return self.enter()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with anyio.move_on_after(1.0):
-            await super().__call__(scope, receive, send)
+    def enter(self) -> CancelOnDisconnect:
+        """Enter the guard without awaiting (for FastAPI's exit stacks); see the module doc.
+
+        Call it in the task that runs the work; the exit must follow in the same task.
+        """
+        scope = self._asgi_scope
+        scope[SCOPE_KEY] = self
+        observer = scope.get(OBSERVER_KEY)
+        if observer is not None:
+            observer(self.ctx)
+        ctx = self.ctx
+        budget = self._options.budget(scope)
+        if budget is not None:
+            ctx._budget = budget
+            ctx._deadline = self._started_at + budget
+            self._loop_deadline = ctx._cancel_scope.deadline = anyio.current_time() + budget
+        ctx._cancel_scope.__enter__()
+        call_soon(self._watch)
+        return ctx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Leave the guard; raise what ends the request if it was abandoned.
+
+        Raises:
+            ClientDisconnected: the client hung up while the work ran.
+            DeadlineExceeded: the time budget ran out while the work ran.
+            RuntimeError: the application cancelled ``ctx.scope`` itself.
+        """
+        cause = await self._leave(exc)
+        if cause is not None:
+            raise self._ending_error(cause) from None
+
+    async def receive(self) -> Message:
+        """The request's ``receive`` as every reader must see it once watching may start."""
+        return await self._get_arbiter().receive()
+
+    def hang_up(self) -> None:
+        """The client went away: cancel the work (after the grace period), unless it is over."""
+        ctx = self.ctx
+        if ctx._working and ctx._cause is None:
+            self._hung_up_at = time.monotonic()
+            ctx._cause = CancelCause.CLIENT_DISCONNECTED
+            cancel_scope = ctx._cancel_scope
+            if self._options.grace:
+                grace_ends = anyio.current_time() + self._options.grace
+                cancel_scope.deadline = min(cancel_scope.deadline, grace_ends)
+            else:
+                cancel_scope.cancel()
+
+    def end_work(self) -> None:
+        """The work is over: stop watching, so later disconnects mean nothing.
+
+        The deadline (and a grace period's) is disarmed too: what runs after the work, the
+        response body under the dependency or BackgroundTasks, is not the work's to cancel.
+        """
+        ctx = self.ctx
+        if ctx._working:
+            ctx._working = False
+            if ctx._deadline is not None:
+                # Either clock may say so first: uvloop fires timers up to ~0.1 ms early.
+                self._deadline_hit = (
+                    time.monotonic() >= ctx._deadline or anyio.current_time() >= self._loop_deadline
+                )
+            if ctx._cancel_scope.deadline != math.inf:  # a budget or a grace period is running
+                ctx._cancel_scope.deadline = math.inf
+        if self._arbiter is not None:
+            self._arbiter.stop()
+
+    async def _leave(self, exc: BaseException | None) -> CancelCause | None:
+        """End the work, join the watcher, leave the cancel scope, run the callbacks.
+
+        Returns the cause if the request ends because of it, ``None`` if it goes on as the
+        work left it (also after a cancellation from outside, which must propagate).
+        """
+        self.end_work()
+        if self._arbiter is not None:
+            await self._arbiter.wait_stopped()
+            self._arbiter.detach()  # no reference back to us (see below)
+        ctx = self.ctx
+        ctx._finished = True
+        self._exited = True
+        # Break the scope <-> guard cycle too, so a request that ends normally is freed by
+        # reference counting. After a hang-up the cancellation's traceback still links
+        # frames in cycles, as any exception through FastAPI's exit stacks does.
+        self._asgi_scope.pop(SCOPE_KEY, None)
+        if exc is None:
+            ctx._cancel_scope.__exit__(None, None, None)
+            ends = self._ends_after_return()
+        else:
+            swallowed = ctx._cancel_scope.__exit__(type(exc), exc, exc.__traceback__)
+            ends = self._ends_after_error(exc, swallowed)
+        if ends and ctx._cause is None:  # only a passed deadline gets here
+            ctx._cause = CancelCause.DEADLINE_EXCEEDED
+        if ctx._cause is not None and ctx._callbacks:
+            await run_callbacks(ctx._callbacks)
+        return ctx._cause if ends else None
+
+    def _ends_after_return(self) -> bool:
+        # The client left but the work finished without another await (nobody is left to
+        # send the response to, and sending can block: hypercorn over HTTP/2), or check()
+        # raised DeadlineExceeded and the endpoint caught it.
+        return self.ctx._cause is not None or self.ctx._deadline_raised
+
+    def _ends_after_error(self, exc: BaseException, swallowed: bool) -> bool:
+        ctx = self.ctx
+        passed = self._deadline_hit or ctx._deadline_raised
+        if swallowed:  # the cancel scope caught its own cancellation
+            if ctx._cause is None and not passed:
+                raise RuntimeError(_APP_CANCELLED) from exc
+            return True
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
+            ctx._cause = ctx._cause or CancelCause.SERVER_SHUTDOWN
+            return False  # a cancellation from outside must propagate
+        # ctx.check() raised, or a body reader got the replayed disconnect first.
+        stopped = isinstance(exc, ClientDisconnected | DeadlineExceeded | ClientDisconnect)
+        return stopped and (ctx._cause is not None or passed)
+
+    def _ending_error(self, cause: CancelCause) -> Exception:
+        """Log the abandoned request once and return the exception that ends it."""
+        ran = time.monotonic() - self._started_at
+        if cause is CancelCause.DEADLINE_EXCEEDED:
+            log_stopped(self._asgi_scope, cause, 504, "Deadline Exceeded", ran, None)
+            return DeadlineExceeded(self.ctx._budget or 0)
+        left = None if self._hung_up_at is None else self._hung_up_at - self._started_at
+        log_stopped(self._asgi_scope, cause, 499, "Client Closed Request", ran, left)
+        return ClientDisconnected()
+
+    def _watch(self) -> None:
+        if self.ctx._working and not self._awaits_continue():
+            self._get_arbiter().arm()
+
+    def _awaits_continue(self) -> bool:
+        # uvicorn and granian answer `Expect: 100-continue` when the app first calls
+        # receive(): the watcher must not, or a client is invited to upload a body the
+        # endpoint never reads. Such a request is watched once a reader asks for the body.
+        if self._body_read or (self._arbiter is not None and self._arbiter.asked):
+            return False
+        headers = self._asgi_scope.get("headers", ())
+        return any(k == b"expect" and v.lower() == b"100-continue" for k, v in headers)
+
+    def _get_arbiter(self) -> ReceiveArbiter:
+        if self._arbiter is None:
+            self._arbiter = ReceiveArbiter(self._raw_receive, self.hang_up)
+            if not self.ctx._working:
+                self._arbiter.stop()
+        return self._arbiter

@@ -8,7 +8,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from fastapi_hangup._policy import policy_of
+from fastapi_hangup._exceptions import ClientDisconnected
+from fastapi_hangup._fastapi import included_routes
+from fastapi_hangup._policy import check_placement, is_cancel_dependency, policy_of
+from fastapi_hangup._quiet import QUIET_HANDLER
 
 EXTENSION = "x-cancel-on-disconnect"
 """The vendor extension on every cancellable operation."""
@@ -53,11 +56,21 @@ def document_cancellation(app: FastAPI, *, tag: str | None = None) -> None:
     before the schema is first built); it marks every route whose endpoint is
     ``@cancellable`` or depends on ``cancel_ctx``, directly or through sub-dependencies.
 
+    It also registers the quiet handler for :class:`ClientDisconnected` with
+    ``app.add_exception_handler`` (unless you registered your own), which the dependency and
+    the decorator otherwise add on the first guarded request.
+
     Args:
         app: the application.
         tag: an OpenAPI tag to add to every cancellable operation.
+
+    Raises:
+        TypeError: if ``@cancellable`` was placed above a route decorator.
     """
+    if ClientDisconnected not in app.exception_handlers:
+        app.add_exception_handler(ClientDisconnected, QUIET_HANDLER)
     for route in _api_routes(app.routes):
+        check_placement(route.endpoint)
         if _is_marked(route):
             continue
         policy = policy_of(route.endpoint)
@@ -76,8 +89,7 @@ def _api_routes(routes: Iterable[Any]) -> Iterable[APIRoute]:
     for route in routes:
         if isinstance(route, APIRoute):
             yield route
-        # FastAPI 0.165+ keeps an included router as one entry that wraps the original.
-        included = getattr(getattr(route, "original_router", None), "routes", None)
+        included = included_routes(route)
         if included is not None:
             yield from _api_routes(included)
 
@@ -89,11 +101,3 @@ def _is_marked(route: APIRoute) -> bool:
 def _depends_on(dependant: Any) -> bool:
     """Whether ``cancel_ctx`` (or a ``cancel_ctx_with(...)`` one) is among the dependencies."""
     return any(is_cancel_dependency(d.call) or _depends_on(d) for d in dependant.dependencies)
-
-
-def is_cancel_dependency(call: Any) -> bool:
-    """Whether ``call`` is ``cancel_ctx`` or made by ``cancel_ctx_with``."""
-    return getattr(call, DEPENDENCY_MARK, False) is True
-
-
-DEPENDENCY_MARK = "__fastapi_hangup_dependency__"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,9 @@ ALL_METHODS = frozenset(
 """Every HTTP method: pass it to :func:`cancellable_route` to cancel writes too."""
 
 _MARK = "__fastapi_hangup_policy__"
+_WRAPPED_MARK = "__fastapi_hangup_wrapped__"
+DEPENDENCY_MARK = "__fastapi_hangup_dependency__"
+"""Set on ``cancel_ctx`` and on every dependency ``cancel_ctx_with`` makes."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,37 @@ def mark(func: Callable[..., Any], policy: CancelPolicy) -> None:
     setattr(func, _MARK, policy)
 
 
+def mark_wrapped(func: Callable[..., Any]) -> None:
+    """Remember on the undecorated function that ``@cancellable`` wrapped it.
+
+    A route whose endpoint is such a function was registered before the decorator ran:
+    ``@cancellable`` sat above the route decorator, where it cannot work.
+    """
+    with contextlib.suppress(AttributeError, TypeError):  # a slotted callable: can't tell
+        setattr(func, _WRAPPED_MARK, True)
+
+
+def check_placement(endpoint: Callable[..., Any]) -> None:
+    """Fail if ``endpoint`` is a function ``@cancellable`` wrapped only after its route was made.
+
+    Raises:
+        TypeError: naming the endpoint and the fix.
+    """
+    if getattr(endpoint, _WRAPPED_MARK, False) is True and policy_of(endpoint) is None:
+        name = getattr(endpoint, "__qualname__", repr(endpoint))
+        raise TypeError(
+            f"@cancellable is above the route decorator of {name}, so the route was "
+            "registered without it. Put @cancellable directly under @app.get(...) "
+            "(or @router.post(...), ...), next to the function."
+        )
+
+
 def policy_of(endpoint: Callable[..., Any]) -> CancelPolicy | None:
     """The policy ``@cancellable`` put on an endpoint, if any."""
     policy = getattr(endpoint, _MARK, None)
     return policy if isinstance(policy, CancelPolicy) else None
+
+
+def is_cancel_dependency(call: Any) -> bool:
+    """Whether ``call`` is ``cancel_ctx`` or made by ``cancel_ctx_with``."""
+    return getattr(call, DEPENDENCY_MARK, False) is True

@@ -6,12 +6,14 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from fastapi.routing import APIRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastapi_hangup._guard import guard_route
+from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
+from fastapi_hangup._guard import RequestGuard, current_guard
 from fastapi_hangup._openapi import mark_operation
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import SAFE_METHODS, normalize_methods, policy_of
+from fastapi_hangup._quiet import answer_middleware
 
 
 class CancellableRoute(APIRoute):
@@ -97,3 +99,81 @@ def cancellable_route(
         "__module__": __name__,
     }
     return type("CancellableRoute", (CancellableRoute,), namespace)
+
+
+def guard_route(
+    app: ASGIApp, methods: frozenset[str], options: CancelOptions = DEFAULTS
+) -> ASGIApp:
+    """Wrap a route's ASGI app so the whole request runs inside its guard.
+
+    The route sees the raw ``receive`` and ``send``: the guard covers dependencies, the
+    endpoint and a streaming response body, and knows exactly when the response is complete
+    (a later ``http.disconnect`` is the end of the stream, not a hang-up).
+    """
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in methods or current_guard(scope) is not None:
+            await app(scope, receive, send)
+            return
+        guard = RequestGuard(scope, receive, options, covers_response=True)
+        response = _ResponseTracker(guard, send)
+        try:
+            async with guard:
+                await app(scope, guard.receive, response.send)
+        except ClientDisconnected:
+            if not response.started:
+                await answer_middleware(scope, receive, send)
+        except DeadlineExceeded:
+            if not response.started:
+                raise  # the client still waits: the app's handler answers 504
+            # The stream is left unfinished on purpose: the client sees a cut body rather
+            # than one that looks complete.
+
+    return guarded
+
+
+class _ResponseTracker:
+    """Passes the response on and ends the work the moment it is complete."""
+
+    __slots__ = ("_guard", "_send", "_unsent", "started")
+
+    def __init__(self, guard: RequestGuard, send: Send) -> None:
+        self._guard = guard
+        self._send = send
+        self.started = False
+        self._unsent: int | None = None  # body bytes still due, when the response declares them
+
+    async def send(self, message: Message) -> None:
+        guard = self._guard
+        if guard.hung_up:
+            return  # nobody reads it, and a send to a closed HTTP/2 stream can block
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.started = True
+            self._unsent = _content_length(message)
+        elif completes_response(message):
+            guard.end_work()
+        elif self._unsent is not None and kind == "http.response.body":
+            # A client that has every byte may close before the final empty message
+            # (FileResponse sends one): that is the end of the stream, not a hang-up.
+            self._unsent -= len(message.get("body", b""))
+            if self._unsent <= 0:
+                guard.end_work()
+        await self._send(message)
+
+
+def _content_length(start: Message) -> int | None:
+    for name, value in start.get("headers", ()):
+        if name.lower() == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def completes_response(message: Message) -> bool:
+    """Whether ``message`` is the last one of a response."""
+    kind = message["type"]
+    if kind == "http.response.body":
+        return not message.get("more_body", False)
+    if kind == "http.response.trailers":
+        return not message.get("more_trailers", False)
+    return kind in ("http.response.pathsend", "http.response.zerocopysend")

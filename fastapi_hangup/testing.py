@@ -22,7 +22,8 @@ import anyio
 from starlette.types import ASGIApp, Message
 
 from fastapi_hangup._cause import CancelCause
-from fastapi_hangup._context import OBSERVER_KEY, CancelOnDisconnect
+from fastapi_hangup._context import CancelOnDisconnect
+from fastapi_hangup._guard import OBSERVER_KEY
 
 __all__ = ["HangUpClient", "RequestResult", "assert_cancelled", "assert_not_cancelled"]
 

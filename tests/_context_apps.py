@@ -1,27 +1,33 @@
-"""One FastAPI app per entry point, for the tests of the context's features.
+"""The four entry points into a request's context, as routers and apps the tests build.
 
-Every feature of :class:`CancelOnDisconnect` must behave the same whichever entry point
-made the context, so the tests build their app with :func:`guarded_app` and parametrize
-over :data:`ENTRY_POINTS`:
+Every promise must hold whichever entry point made the request's context, so a test takes
+the ``entry`` fixture (``tests/conftest.py``) and builds its app through it:
 
 - ``dependency``: ``ctx: Annotated[CancelOnDisconnect, Depends(cancel_ctx_with(...))]``;
 - ``decorator``: ``@cancellable(...)`` on an endpoint without a ``ctx`` parameter, so the
   decorator's own wrapper makes the context (the endpoint finds it in the ASGI scope);
 - ``decorator+ctx``: ``@cancellable(...)`` on an endpoint that declares ``ctx: CancelCtx``
   (the decorator hands its settings to that dependency);
-- ``route``: a router whose ``route_class`` is ``cancellable_route(...)``, endpoint with
-  ``ctx: CancelCtx``.
+- ``route``: a router whose ``route_class`` is ``cancellable_route(methods=ALL_METHODS, ...)``
+  (every method guarded), endpoint with ``ctx: CancelCtx``.
+
+A test writes its endpoint once, as a user would, and registers it on ``entry.router()``.
+If it needs the context it declares ``ctx: CancelOnDisconnect``; the router rewrites that
+parameter into the entry point's form. An endpoint without ``ctx`` is guarded all the same:
+the dependency and ``decorator+ctx`` entry points add a hidden ``ctx`` parameter that the
+endpoint never sees.
 
 No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at
-runtime, and they name aliases local to the factory.
+runtime, and they name aliases local to the factories.
 """
 
+import functools
+import inspect
 import logging
-import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
 
-import anyio
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.requests import HTTPConnection
@@ -34,114 +40,145 @@ from fastapi_hangup import (
     cancellable,
     cancellable_route,
 )
-from fastapi_hangup._context import SCOPE_KEY
+from fastapi_hangup._guard import SCOPE_KEY
 
 Entry = Literal["dependency", "decorator", "decorator+ctx", "route"]
 ENTRY_POINTS: tuple[Entry, ...] = ("dependency", "decorator", "decorator+ctx", "route")
-#: Parametrize a test over every entry point (the argument is called ``entry``).
-every_entry_point = pytest.mark.parametrize("entry", ENTRY_POINTS)
 
 AsyncWork = Callable[[CancelOnDisconnect], Awaitable[object]]
 SyncWork = Callable[[CancelOnDisconnect], object]
 
 PATH = "/work"
+CTX = "ctx"
+_CONNECTION = "entry_point_connection__"
 
 
-def guarded_app(entry: Entry, work: AsyncWork, **options: Any) -> FastAPI:
-    """An app whose ``GET /work`` awaits ``work(ctx)`` in a context made by ``entry``.
+def only_on(*names: Entry, reason: str) -> pytest.MarkDecorator:
+    """Run a test that takes ``entry`` on ``names`` only; ``reason`` says why the rest do
+    not apply (it is for the reader: the others are not collected)."""
+    assert reason, "say why the other entry points do not apply"
+    return pytest.mark.parametrize("entry", [EntryPoint(name) for name in names], ids=names)
 
-    ``options`` are the entry point's settings (``deadline``, ``grace``,
-    ``deadline_header``, ``callback_timeout``).
-    """
-    if entry == "dependency":
-        Ctx = Annotated[CancelOnDisconnect, Depends(cancel_ctx_with(**options))]
 
-        async def with_dependency(ctx: Ctx) -> object:
+@dataclass(frozen=True)
+class EntryPoint:
+    """One way into a request's context; builds routers and apps guarded that way."""
+
+    name: Entry
+
+    def __str__(self) -> str:
+        return self.name
+
+    def router(self, **options: Any) -> APIRouter:
+        """A router whose routes this entry point guards with ``options`` (``deadline``,
+        ``grace``, ``deadline_header``, ``callback_timeout``)."""
+        return GuardedRouter(self.name, options)
+
+    def app(self, work: AsyncWork, **options: Any) -> FastAPI:
+        """An app whose ``GET /work`` awaits ``work(ctx)`` and returns what it returns."""
+        router = self.router(**options)
+
+        async def endpoint(ctx: CancelOnDisconnect) -> object:
             return await work(ctx)
 
-        return _app_with(with_dependency)
-    if entry == "decorator":
+        router.add_api_route(PATH, endpoint, methods=["GET"], response_model=None)
+        return app_with(router)
 
-        async def bare(connection: HTTPConnection) -> object:
-            return await work(_context_of(connection))
+    def sync_app(self, work: SyncWork, **options: Any) -> FastAPI:
+        """Like :meth:`app`, with a sync ``def`` endpoint (FastAPI runs it in a thread)."""
+        router = self.router(**options)
 
-        return _app_with(_decorated(bare, options))
-
-    async def with_ctx(ctx: CancelCtx) -> object:
-        return await work(ctx)
-
-    if entry == "decorator+ctx":
-        return _app_with(_decorated(with_ctx, options))
-    return _app_with(with_ctx, route_options=options)
-
-
-def guarded_sync_app(entry: Entry, work: SyncWork, **options: Any) -> FastAPI:
-    """Like :func:`guarded_app`, with a sync ``def`` endpoint (FastAPI runs it in a thread)."""
-    if entry == "dependency":
-        Ctx = Annotated[CancelOnDisconnect, Depends(cancel_ctx_with(**options))]
-
-        def with_dependency(ctx: Ctx) -> object:
+        def endpoint(ctx: CancelOnDisconnect) -> object:
             return work(ctx)
 
-        return _app_with(with_dependency)
-    if entry == "decorator":
-
-        def bare(connection: HTTPConnection) -> object:
-            return work(_context_of(connection))
-
-        return _app_with(_decorated(bare, options))
-
-    def with_ctx(ctx: CancelCtx) -> object:
-        return work(ctx)
-
-    if entry == "decorator+ctx":
-        return _app_with(_decorated(with_ctx, options))
-    return _app_with(with_ctx, route_options=options)
+        router.add_api_route(PATH, endpoint, methods=["GET"], response_model=None)
+        return app_with(router)
 
 
-def _decorated(endpoint: Callable[..., Any], options: dict[str, Any]) -> Callable[..., Any]:
-    decorate = cast(Callable[[Callable[..., Any]], Callable[..., Any]], cancellable(**options))
-    return decorate(endpoint)
-
-
-def _app_with(endpoint: Callable[..., Any], route_options: dict[str, Any] | None = None) -> FastAPI:
+def app_with(router: APIRouter) -> FastAPI:
+    """A FastAPI app serving ``router``'s routes."""
     app = FastAPI()
-    if route_options is None:
-        app.add_api_route(PATH, endpoint, methods=["GET"], response_model=None)
-        return app
-    router = APIRouter(route_class=cancellable_route(methods=ALL_METHODS, **route_options))
-    router.add_api_route(PATH, endpoint, methods=["GET"], response_model=None)
     app.include_router(router)
     return app
 
 
-def _context_of(connection: HTTPConnection) -> CancelOnDisconnect:
-    # The bare decorator gives the endpoint no context; it lives in the ASGI scope while the
-    # endpoint runs (where every entry point looks for it). HTTPConnection, not Request: an
-    # endpoint's own `request: Request` parameter clashes with the decorator's hidden one.
-    return cast(CancelOnDisconnect, connection.scope[SCOPE_KEY])
+class GuardedRouter(APIRouter):
+    """An ``APIRouter`` that guards every endpoint added to it the way ``entry`` does."""
+
+    def __init__(self, entry: Entry, options: dict[str, Any]) -> None:
+        if entry == "route":
+            super().__init__(route_class=cancellable_route(methods=ALL_METHODS, **options))
+        else:
+            super().__init__()
+        self.entry_point: Entry = entry
+        self.guard_options = options  # not `options`: that is APIRouter's OPTIONS decorator
+
+    def add_api_route(  # every route decorator (get, post, api_route, ...) ends up here
+        self, path: str, endpoint: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        super().add_api_route(
+            path, guarded(self.entry_point, endpoint, self.guard_options), *args, **kwargs
+        )
 
 
-def hangup_records(caplog: pytest.LogCaptureFixture, status: int | None = None) -> list[Any]:
-    """The ``fastapi_hangup`` records of ended requests (optionally with ``status``)."""
-    return [
-        record
-        for record in caplog.records
-        if record.name == "fastapi_hangup"
-        and hasattr(record, "status_code")
-        and (status is None or record.status_code == status)
-    ]
+def guarded(entry: Entry, endpoint: Callable[..., Any], options: dict[str, Any]) -> Any:
+    """``endpoint``, with its ``ctx`` parameter (if any) in ``entry``'s form."""
+    signature = inspect.signature(endpoint, eval_str=True)
+    wants_ctx = CTX in signature.parameters
+    if entry == "decorator":
+        params = [p for p in signature.parameters.values() if p.name != CTX]
+        if wants_ctx:
+            params = _append(params, _CONNECTION, HTTPConnection)
+    else:
+        if entry == "dependency":
+            ctx_type: Any = Annotated[CancelOnDisconnect, Depends(cancel_ctx_with(**options))]
+        else:
+            ctx_type = CancelCtx
+        params = [
+            p.replace(annotation=ctx_type) if p.name == CTX else p
+            for p in signature.parameters.values()
+        ]
+        if not wants_ctx and entry != "route":  # the route class needs no parameter
+            params = _append(params, CTX, ctx_type)
+
+    def arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+        if _CONNECTION in kwargs:
+            connection: HTTPConnection = kwargs.pop(_CONNECTION)
+            # The bare decorator gives the endpoint no context; it lives in the ASGI scope
+            # while the endpoint runs (where every entry point looks for it).
+            kwargs[CTX] = connection.scope[SCOPE_KEY].ctx
+        elif not wants_ctx:
+            kwargs.pop(CTX, None)
+        return kwargs
+
+    wrapper: Any
+    if inspect.iscoroutinefunction(endpoint):
+
+        async def wrapper(**kwargs: Any) -> Any:
+            return await endpoint(**arguments(kwargs))
+
+    else:  # sync, or a generator: FastAPI looks at the unwrapped endpoint to tell which
+
+        def wrapper(**kwargs: Any) -> Any:
+            return endpoint(**arguments(kwargs))
+
+    functools.update_wrapper(wrapper, endpoint)
+    wrapper.__signature__ = signature.replace(parameters=params)
+    if entry.startswith("decorator"):
+        decorate = cast(Callable[[Callable[..., Any]], Any], cancellable(**options))
+        return decorate(wrapper)
+    return wrapper
+
+
+def _append(params: list[inspect.Parameter], name: str, annotation: Any) -> list[inspect.Parameter]:
+    """``params`` with a keyword-only ``name`` added (before a ``**kwargs``, if any)."""
+    hidden = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation)
+    at = len(params)
+    if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:
+        at -= 1
+    return [*params[:at], hidden, *params[at:]]
 
 
 def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     """Every record at ERROR or above, from any logger."""
     return [record for record in caplog.records if record.levelno >= logging.ERROR]
-
-
-async def eventually(predicate: Callable[[], object], within: float = 3.0) -> bool:
-    """Poll ``predicate`` on the event loop until it holds or ``within`` seconds pass."""
-    for _ in range(math.ceil(within / 0.005)):
-        if predicate():
-            return True
-        await anyio.sleep(0.005)
-    return bool(predicate())

@@ -24,7 +24,7 @@ def free_port(host: str = LOOPBACK) -> int:
 def hang_up_records(
     caplog: pytest.LogCaptureFixture, status: int | None = None
 ) -> list[logging.LogRecord]:
-    """The ``fastapi_hangup`` records of stopped requests (optionally only those with ``status``)."""
+    """The ``fastapi_hangup`` records of stopped requests (optionally those with ``status``)."""
     return [
         record
         for record in caplog.records

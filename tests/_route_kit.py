@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastapi_hangup import CancelOnDisconnect
-from fastapi_hangup._context import OBSERVER_KEY
+from fastapi_hangup._guard import OBSERVER_KEY
 
 
 class ContextCounter:

@@ -1,4 +1,8 @@
-"""``@cancellable`` on plain FastAPI routes (and its streaming form on the route class).
+"""What is specific to ``@cancellable``: its forms, the signature it leaves alone, its options,
+its misuse errors, and generator endpoints (which need the route class).
+
+The promises every entry point keeps (hang-up, transparency, lossless bodies, ...) are tested
+once for all four in the feature files, through the ``entry`` fixture.
 
 No ``from __future__ import annotations`` here: the apps are built inside the tests, and
 FastAPI resolves string annotations in the module's globals, where a test's local
@@ -6,7 +10,6 @@ dependencies do not live.
 """
 
 import inspect
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
@@ -23,20 +26,17 @@ from fastapi_hangup import (
     CancelOnDisconnect,
     cancel_ctx,
     cancellable,
+    document_cancellation,
 )
 from fastapi_hangup.testing import HangUpClient
 from tests._asgi import BODY_END, RecordingSend, ScriptedReceive, http_scope
-from tests._route_kit import ContextCounter, abandoned_generators_tolerated
+from tests._route_kit import abandoned_generators_tolerated
 
 pytestmark = pytest.mark.anyio
 
 F = TypeVar("F", bound=Callable[..., Any])
 Mark = Callable[[Callable[..., Any]], Callable[..., Any]]
 HIDDEN = "fastapi_hangup_request__"
-
-
-def hang_up_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [record for record in caplog.records if record.name == "fastapi_hangup"]
 
 
 def undecorated(func: F) -> F:
@@ -79,45 +79,17 @@ FORMS = pytest.mark.parametrize("form", ["bare", "called", "get-only"])
 
 
 @FORMS
-async def test_hang_up_cancels_the_decorated_endpoint_and_runs_its_finally(form: str) -> None:
+async def test_every_form_cancels_the_endpoint_on_hang_up_and_runs_its_finally(form: str) -> None:
     started = anyio.Event()
     finally_ran: list[str] = []
     app = three_forms_app(started, finally_ran)
 
     result = await HangUpClient(app).get(f"/{form}", hang_up_on=started)
 
-    assert result.hung_up
     assert result.cancelled
     assert finally_ran == [form]
-    assert result.elapsed < 3  # the endpoint would sleep 5 s
-
-
-@FORMS
-async def test_hang_up_on_a_decorated_endpoint_sends_nothing(form: str) -> None:
-    started = anyio.Event()
-    app = three_forms_app(started, [])
-
-    result = await HangUpClient(app).get(f"/{form}", hang_up_on=started)
-
     assert result.messages == []
-    assert result.sent_after_hang_up == []
-
-
-@FORMS
-async def test_hang_up_on_a_decorated_endpoint_logs_one_499_record(
-    form: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="fastapi_hangup")
-    started = anyio.Event()
-    app = three_forms_app(started, [])
-
-    await HangUpClient(app).get(f"/{form}", hang_up_on=started)
-
-    (record,) = hang_up_records(caplog)
-    assert record.status_code == 499  # type: ignore[attr-defined]
-    assert record.method == "GET"  # type: ignore[attr-defined]
-    assert record.route == f"/{form}"  # type: ignore[attr-defined]
-    assert "499 Client Closed Request" in record.getMessage()
+    assert result.elapsed < 3  # the endpoint would sleep 5 s
 
 
 @FORMS
@@ -181,50 +153,6 @@ def items_app(mark: Mark) -> FastAPI:
     return app
 
 
-TWIN_REQUESTS = pytest.mark.parametrize(
-    ("url", "body", "headers"),
-    [
-        pytest.param("/items/7?q=hi", b'{"name":"pen","price":2}', {"x-user": "ann"}, id="valid"),
-        pytest.param("/items/7", b'{"name":"pen"}', {"x-user": "ann"}, id="no-query"),
-        pytest.param("/items/seven", b'{"name":"pen"}', {"x-user": "ann"}, id="bad-path-param"),
-        pytest.param("/items/7", b'{"price":2}', {"x-user": "ann"}, id="bad-body"),
-        pytest.param("/items/7", b'{"name":"pen"}', {}, id="missing-header-dependency"),
-    ],
-)
-
-
-@TWIN_REQUESTS
-async def test_decorated_endpoint_gets_its_parameters_as_the_undecorated_twin(
-    url: str, body: bytes, headers: dict[str, str]
-) -> None:
-    headers = {"content-type": "application/json", **headers}
-
-    decorated = await HangUpClient(items_app(cancellable)).request(
-        "PUT", url, body=body, headers=headers
-    )
-    plain = await HangUpClient(items_app(undecorated)).request(
-        "PUT", url, body=body, headers=headers
-    )
-
-    assert (decorated.status_code, decorated.headers, decorated.body) == (
-        plain.status_code,
-        plain.headers,
-        plain.body,
-    )
-
-
-async def test_decorated_endpoint_receives_path_query_body_and_dependency_values() -> None:
-    result = await HangUpClient(items_app(cancellable)).request(
-        "PUT",
-        "/items/7?q=hi",
-        body=b'{"name":"pen","price":2}',
-        headers={"content-type": "application/json", "x-user": "ann"},
-    )
-
-    assert result.status_code == 200
-    assert result.body == (b'{"item_id":7,"item":{"name":"pen","price":2.0},"q":"hi","user":"ANN"}')
-
-
 def test_decorated_endpoint_has_the_same_openapi_document_as_its_twin() -> None:
     decorated = items_app(cancellable).openapi()
     plain = items_app(undecorated).openapi()
@@ -255,27 +183,6 @@ def test_decorator_keeps_the_signature_and_adds_only_the_hidden_request_paramete
 
 
 # -- ctx: CancelCtx inside a decorated endpoint -------------------------------------------
-
-
-async def test_ctx_in_a_decorated_endpoint_is_the_one_context_of_the_request() -> None:
-    app = FastAPI()
-    started = anyio.Event()
-    seen: list[CancelOnDisconnect] = []
-
-    @app.get("/work")
-    @cancellable
-    async def work(ctx: CancelCtx) -> dict[str, str]:
-        seen.append(ctx)
-        started.set()
-        await anyio.sleep(5)
-        return {}
-
-    counter = ContextCounter(app)
-    result = await HangUpClient(counter).get("/work", hang_up_on=started)
-
-    assert result.context is seen[0]
-    assert counter.contexts == [seen[0]]  # the decorator did not start a second one
-    assert seen[0].is_cancelled
 
 
 @pytest.mark.parametrize("form", ["alias", "long-form"])
@@ -315,46 +222,6 @@ async def test_decorator_works_on_an_endpoint_without_source_code() -> None:
 
     assert result.cancelled
     assert result.messages == []
-
-
-async def test_decorated_sync_endpoint_with_ctx_returns_early_on_hang_up(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="fastapi_hangup")
-    app = FastAPI()
-    steps: list[int] = []
-
-    @app.get("/export")
-    @cancellable
-    def export(ctx: CancelCtx) -> dict[str, int]:
-        for step in range(500):  # 5 s if nobody stops it
-            if ctx.is_cancelled:
-                break
-            time.sleep(0.01)
-            steps.append(step)
-        return {"rows": len(steps)}
-
-    result = await HangUpClient(app).get("/export", hang_up_after=0.1)
-
-    assert result.cancelled
-    assert 0 < len(steps) < 250
-    assert result.messages == []
-    assert len(hang_up_records(caplog)) == 1
-
-
-async def test_decorated_sync_endpoint_answers_when_the_client_stays() -> None:
-    app = FastAPI()
-
-    @app.get("/export")
-    @cancellable
-    def export(ctx: CancelCtx, rows: int = 3) -> dict[str, int]:
-        time.sleep(0.01)
-        return {"rows": rows}
-
-    result = await HangUpClient(app).get("/export?rows=4")
-
-    assert result.status_code == 200
-    assert result.body == b'{"rows":4}'
 
 
 # -- @cancellable(methods=...) and @cancellable(False) on a plain app -----------------------
@@ -424,26 +291,28 @@ async def test_opted_out_endpoint_on_a_plain_app_is_not_cancelled() -> None:
 # -- Misuse fails early, with a message that says what to do --------------------------------
 
 
-def test_decorator_above_the_route_decorator_fails_at_definition() -> None:
+def test_decorator_above_the_route_decorator_fails_at_setup() -> None:
     app = FastAPI()
+
+    @cancellable
+    @app.get("/misplaced")
+    async def misplaced() -> None: ...
 
     with pytest.raises(
         TypeError, match=r"@cancellable is above the route decorator of .*misplaced"
     ):
-
-        @cancellable
-        @app.get("/misplaced")
-        async def misplaced() -> None: ...
+        document_cancellation(app)
 
 
-def test_decorator_with_arguments_above_the_route_decorator_fails_at_definition() -> None:
+def test_decorator_with_arguments_above_the_route_decorator_fails_at_setup() -> None:
     app = FastAPI()
 
-    with pytest.raises(TypeError, match=r"Put @cancellable directly under @app\.get\(\.\.\.\)"):
+    @cancellable(methods={"GET"})
+    @app.get("/misplaced")
+    async def misplaced() -> None: ...
 
-        @cancellable(methods={"GET"})
-        @app.get("/misplaced")
-        async def misplaced() -> None: ...
+    with pytest.raises(TypeError, match=r"Put @cancellable directly under @app\.get\(\.\.\.\)"):
+        document_cancellation(app)
 
 
 def test_decorator_applied_twice_fails_at_definition() -> None:

@@ -1,0 +1,129 @@
+"""Every place fastapi-hangup relies on FastAPI or Starlette internals, in one file.
+
+Each function names the version it was checked against; ``tests/test_fastapi_internals.py``
+pins every assumption, so a FastAPI or Starlette upgrade is a review of this file and a run of
+that test. Checked against FastAPI 0.165.0 and Starlette 1.10.0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+from fastapi import Request
+from fastapi.dependencies.models import (
+    _is_async_gen_callable,
+    _is_coroutine_callable,
+    _is_gen_callable,
+)
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ExceptionHandler, Receive, Scope, Send
+
+
+def exit_stacks(scope: Scope) -> tuple[AsyncExitStack, AsyncExitStack] | None:
+    """FastAPI's per-request exit stacks: ``(request stack, function stack)``, or ``None``.
+
+    ``fastapi/routing.py`` (``request_response``) opens the request stack around the whole
+    request (it closes after the response is sent) and the function stack inside it (it
+    closes when the endpoint returns); yield dependencies go on one of them by their
+    ``Depends(scope=...)``. Since FastAPI 0.121.
+    """
+    request_stack = scope.get("fastapi_inner_astack")
+    function_stack = scope.get("fastapi_function_astack")
+    if isinstance(request_stack, AsyncExitStack) and isinstance(function_stack, AsyncExitStack):
+        return request_stack, function_stack
+    return None
+
+
+def route_receive(request: Request, receive: Receive) -> None:
+    """Make every reader of ``request`` (``body()``, ``stream()``, ``form()``, body params,
+    ``is_disconnected()``) go through ``receive``.
+
+    FastAPI hands one ``Request`` to body parsing, dependencies and the endpoint; Starlette
+    reads it through the private ``_receive`` (``starlette/requests.py``). There is no public
+    setter; the route class avoids this by wrapping ``receive`` at ASGI level.
+    """
+    request._receive = receive
+
+
+def body_read(request: Request) -> bool:
+    """Whether ``request``'s body has been read (FastAPI reads body parameters first).
+
+    Starlette caches a read body as ``_body`` and marks a consumed stream with
+    ``_stream_consumed`` (``starlette/requests.py``).
+    """
+    return hasattr(request, "_body") or bool(getattr(request, "_stream_consumed", False))
+
+
+def request_send(request: Request) -> Send:
+    """The ``send`` the route was called with, which FastAPI's ``Request`` keeps privately.
+
+    ``fastapi/routing.py`` (``request_response``) builds the request with the route's own
+    ``send``, outside the route's exception wrapper: a message sent there is not seen as the
+    start of the response by the handler lookup that follows.
+    """
+    return request._send
+
+
+def is_disconnect_probe() -> bool:
+    """Whether the caller of ``receive()`` is Starlette's ``Request.is_disconnected()``.
+
+    It calls ``receive()`` inside an already-cancelled ``anyio.CancelScope`` to peek without
+    waiting (``starlette/requests.py``, ``is_disconnected``): its effective deadline is
+    ``-inf``, which no ordinary reader's is.
+    """
+    return anyio.current_effective_deadline() == -math.inf
+
+
+def add_handler_late(scope: Scope, exc_class: type[Exception], handler: ExceptionHandler) -> None:
+    """Register ``handler`` in the app's running exception-handler table, unless one is there.
+
+    Starlette's ``ExceptionMiddleware`` publishes its own handler dict as the first element of
+    ``scope["starlette.exception_handlers"]`` and looks handlers up there; the app's public
+    ``add_exception_handler`` no longer reaches it once the middleware stack is built (on the
+    first request). The fallback for apps that never called
+    ``fastapi_hangup.document_cancellation(app)``, which registers it the public way.
+    """
+    handlers = scope.get("starlette.exception_handlers")
+    if handlers is not None:
+        handlers[0].setdefault(exc_class, handler)
+
+
+def behind_base_http_middleware(scope: Scope) -> bool:
+    """Whether an ``@app.middleware("http")`` (a ``BaseHTTPMiddleware``) wraps the app.
+
+    A heuristic: it reads the app's ``user_middleware`` list (``starlette/applications.py``),
+    so it misses a ``BaseHTTPMiddleware`` that wraps the app from outside (a parent app).
+    """
+    middleware = getattr(scope.get("app"), "user_middleware", ())
+    return any(
+        isinstance(m.cls, type) and issubclass(m.cls, BaseHTTPMiddleware) for m in middleware
+    )
+
+
+def included_routes(route: Any) -> list[Any] | None:
+    """The routes of a router included into another one, if ``route`` is such an entry.
+
+    FastAPI 0.165 keeps an included router as one route entry whose ``original_router``
+    holds the routes as they were defined.
+    """
+    routes = getattr(getattr(route, "original_router", None), "routes", None)
+    return list(routes) if routes is not None else None
+
+
+def is_coroutine_callable(call: Callable[..., Any]) -> bool:
+    """Whether FastAPI awaits ``call`` on the event loop (rather than run it in a thread).
+
+    FastAPI's own rule (``fastapi/dependencies/models.py``): it looks through
+    ``functools.partial`` and ``__wrapped__``, and at an object's ``__call__``. Using it
+    makes ``@cancellable`` decide exactly as FastAPI does.
+    """
+    return _is_coroutine_callable(call)
+
+
+def is_generator_callable(call: Callable[..., Any]) -> bool:
+    """Whether FastAPI treats ``call`` as a (sync or async) generator endpoint: a stream."""
+    return _is_gen_callable(call) or _is_async_gen_callable(call)
