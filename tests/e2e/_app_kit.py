@@ -1,4 +1,5 @@
-"""What every app served by the real-server tests shares: logging, request ids, ``/ready``.
+"""What every app served by the real-server tests shares: logging, request ids, ``/ready``,
+and the work its endpoints do while they record what happened.
 
 The ``fastapi_hangup`` logger writes to stderr with the :data:`LOG_TAG` prefix and the
 request id (``?rid=``) at the end, so a test can count the records of its own request.
@@ -9,14 +10,21 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from urllib.parse import parse_qs
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._events import LOG_TAG
+from fastapi_hangup import CancelOnDisconnect
+
+from ._events import LOG_TAG, record
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -72,9 +80,9 @@ async def _ready() -> dict[str, bool]:
     return {"ready": True}
 
 
-def make_app() -> FastAPI:
+def make_app(lifespan: Lifespan | None = None) -> FastAPI:
     """A FastAPI app with request ids in its log records, loud errors and ``GET /ready``."""
-    app = FastAPI()
+    app = FastAPI(lifespan=lifespan)
     app.add_middleware(_RequestIdMiddleware)
     app.add_exception_handler(Exception, _print_unhandled)
     app.add_api_route("/ready", _ready)
@@ -84,3 +92,37 @@ def make_app() -> FastAPI:
 def qualified(cls: type) -> str:
     """``module.QualName`` of a class, as the events record exception types."""
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def cancelled_exc_name() -> str:
+    """The qualified name of the running backend's cancellation exception."""
+    return qualified(anyio.get_cancelled_exc_class())
+
+
+async def work(rid: str, seconds: float, ctx: CancelOnDisconnect | None = None) -> None:
+    """Sleep ``seconds``, recording ``start`` and ``end``.
+
+    ``start`` carries the backend's cancellation exception (``cancelled_exc``), ``end`` the
+    exception that ended the work (``exc``, None if none) and, with ``ctx``, whether the
+    request was cancelled by then (``cancelled``).
+    """
+    record(rid, "start", cancelled_exc=cancelled_exc_name())
+    exc_name = None
+    try:
+        await anyio.sleep(seconds)
+    except BaseException as exc:
+        exc_name = qualified(type(exc))
+        raise
+    finally:
+        cancelled = None if ctx is None else ctx.is_cancelled
+        record(rid, "end", cancelled=cancelled, exc=exc_name)
+
+
+async def finish_later(rid: str) -> None:
+    """A background task: 0.2 s of work, then ``background-done`` (``-stopped`` if cut)."""
+    try:
+        await anyio.sleep(0.2)
+    except BaseException as exc:
+        record(rid, "background-stopped", exc=qualified(type(exc)))
+        raise
+    record(rid, "background-done")

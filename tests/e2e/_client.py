@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 HOST = "127.0.0.1"
 HangUp = Literal["fin", "rst"]
@@ -39,8 +39,8 @@ class Response:
         return json.loads(self.body)
 
 
-class Connection:
-    """One TCP connection to ``127.0.0.1:port``, read through a buffer that keeps leftovers.
+class LoopbackConnection:
+    """One TCP connection to ``127.0.0.1:port`` (Nagle off), closed at the end of a ``with``.
 
     Args:
         port: the server's port.
@@ -52,9 +52,8 @@ class Connection:
         self.timeout = timeout
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buffer = b""
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -64,6 +63,14 @@ class Connection:
         tb: TracebackType | None,
     ) -> None:
         self.sock.close()
+
+
+class Connection(LoopbackConnection):
+    """An HTTP/1.1 connection, read through a buffer that keeps leftovers."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        super().__init__(port, timeout)
+        self._buffer = b""
 
     def send_request(
         self,

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 EVENTS_ENV = "FASTAPI_HANGUP_E2E_EVENTS"
+#: A folder for large files (``route_app.py``'s), shared by the servers of a test session.
+FILES_ENV = "FASTAPI_HANGUP_E2E_FILES"
 
 #: Prefix of every line the app's ``fastapi_hangup`` log handler writes to stderr.
 LOG_TAG = "[e2e-app]"

@@ -9,18 +9,16 @@ calls. Request bodies respect the server's flow-control windows.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 
-from ._client import HOST, Response
+from ._client import HOST, LoopbackConnection, Response
 
 _RECV_SIZE = 65536
 _MAX_RECVS = 100_000
@@ -34,19 +32,11 @@ class _Stream:
     reset: int | None = None  # the error code of a RST_STREAM from the server
 
 
-class H2Connection:
-    """One h2c connection to ``127.0.0.1:port``; the preface and settings go out at once.
-
-    Args:
-        port: the server's port.
-        timeout: the longest any single wait may take, in seconds.
-    """
+class H2Connection(LoopbackConnection):
+    """One h2c connection to ``127.0.0.1:port``; the preface and settings go out at once."""
 
     def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.port = port
-        self.timeout = timeout
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(port, timeout)
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.initiate_connection()
@@ -56,17 +46,6 @@ class H2Connection:
         """Whether the server closed the socket (or it broke)."""
         self.terminated: int | None = None
         """The error code of the server's GOAWAY, if one came."""
-
-    def __enter__(self) -> H2Connection:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.sock.close()
 
     def send_request(
         self,

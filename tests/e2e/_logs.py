@@ -35,17 +35,22 @@ SENT_SLOW_RESPONSE = re.compile(r'"GET /guarded/slow[^"]*" [1-4]\d\d')
 
 
 def hang_up_records(server: HasLog, rid: str | None = None) -> list[str]:
-    """The fastapi_hangup log records for abandoned requests in the server's output.
+    """The fastapi_hangup log records for abandoned requests (499) in the server's output.
 
-    With ``rid``, only those of that request (``app.py`` ends each record with its id).
+    With ``rid``, only those of that request (``_app_kit.py`` ends each record with its id).
     """
+    return status_records(server, 499, rid)
+
+
+def status_records(server: HasLog, status: int, rid: str | None = None) -> list[str]:
+    """The fastapi_hangup log records of requests it ended with ``status`` (499, 504)."""
     prefix = f"{LOG_TAG} INFO fastapi_hangup:"
     suffix = f" [rid={rid}]" if rid else ""
     lines = server.log().splitlines()
     return [
         line
         for line in lines
-        if line.startswith(prefix) and " 499 " in line and line.endswith(suffix)
+        if line.startswith(prefix) and f" {status} " in line and line.endswith(suffix)
     ]
 
 

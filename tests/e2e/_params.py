@@ -1,5 +1,10 @@
 """Parametrize a test over servers, with the limitations a server truly has marked xfail.
 
+A test asks for ``server``, a view of a running server (``_servers.ServerView``), and is
+parametrized with :func:`on_servers`. Which app the server runs is up to the module:
+``conftest.py`` serves ``tests.e2e.app:app``, and a module that tests another app
+overrides the fixture with ``server = serving("tests.e2e.other_app:app")``.
+
 A limitation is recorded as ``xfail(strict=True)`` with the documented reason: the test still
 runs, must fail there, and turns red the day the server (or fastapi-hangup) changes. The
 reasons show up in ``docs/server-matrix.md``.
@@ -7,11 +12,11 @@ reasons show up in ``docs/server-matrix.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import pytest
 
-from ._servers import SERVERS, Server
+from ._servers import SERVERS, Server, ServerPool, ServerView
 
 #: The two ways a guarded endpoint streams (see app.py), and their rows in the matrix.
 STREAM_TARGET = {"route": "/route/stream", "dependency": "/guarded/stream"}
@@ -19,6 +24,30 @@ STREAM_CHECK = {
     "route": "a hang-up stops a StreamingResponse: CancellableRoute",
     "dependency": "a hang-up stops a StreamingResponse: plain route, Depends(cancel_ctx)",
 }
+
+
+def serving(app: str) -> object:
+    """A ``server`` fixture: a running server serving ``app`` (an ASGI import string).
+
+    The server is the test's parameter (indirect); the session's :class:`ServerPool`
+    starts it, or hands over the process that served the test before.
+    """
+
+    @pytest.fixture
+    def server(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iterator[ServerView]:
+        spec: Server = request.param
+        missing = spec.missing()
+        if missing:
+            pytest.skip(f"{spec.name} needs {', '.join(missing)}")
+        view = server_pool.view(spec, app)
+        yield view
+        # Captured output is shown only for a failing test: then the evidence is right there.
+        print(f"----- output of {view!r} during the test -----\n{view.log()}")
+        if not view.alive():
+            print("----- the server is gone; the next test gets a fresh one -----")
+
+    server.__doc__ = f"A running server serving ``{app}``; parametrize it with on_servers()."
+    return server
 
 
 def on_servers(

@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import os
 import shlex
+import shutil
 import socket
 import sys
 from collections.abc import Iterator, Mapping
@@ -27,7 +28,7 @@ import psutil
 
 from tests._helpers import free_port
 
-from ._events import EVENTS_ENV, EventLog, poll
+from ._events import EVENTS_ENV, FILES_ENV, EventLog, poll
 from ._spawn import Child, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,10 +195,15 @@ class ServerPool:
     Starting a server costs one to two seconds, most of the real-server suite's time. The
     tests are ordered by server (see ``conftest.py``), so each server starts about once
     per test module. A server that died (a test may kill it) is replaced by a fresh one.
+
+    Every server gets an events file of its own (``$FASTAPI_HANGUP_E2E_EVENTS``) and the
+    pool's folder for large files (``$FASTAPI_HANGUP_E2E_FILES``), removed on :meth:`close`.
     """
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
+        self._files = folder / "files"
+        self._files.mkdir()
         self._stack = contextlib.ExitStack()
         self._key: tuple[Server, str] | None = None
         self._running: RunningServer | None = None
@@ -213,12 +219,16 @@ class ServerPool:
         return ServerView(self._running, self._events)
 
     def close(self) -> None:
-        """Stop the running server, if any."""
+        """Stop the running server, if any, and remove the large files."""
+        self._stop()
+        shutil.rmtree(self._files, ignore_errors=True)  # not left for pytest's keep-3
+
+    def _stop(self) -> None:
         self._key = self._running = self._events = None
         self._stack.close()
 
     def _start(self, server: Server, app: str, ready_path: str) -> None:
-        self.close()
+        self._stop()
         self._started += 1
         folder = self._folder / f"{self._started:03d}-{server.name}"
         folder.mkdir()
@@ -228,7 +238,7 @@ class ServerPool:
                 server,
                 app,
                 folder / "server.log",
-                env={EVENTS_ENV: str(events.path)},
+                env={EVENTS_ENV: str(events.path), FILES_ENV: str(self._files)},
                 ready_path=ready_path,
             )
         )

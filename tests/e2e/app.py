@@ -21,14 +21,10 @@ from fastapi.responses import StreamingResponse
 
 from fastapi_hangup import CancelCtx, CancellableRoute, CancelOnDisconnect
 
-from ._app_kit import make_app, qualified
+from ._app_kit import cancelled_exc_name, finish_later, make_app, qualified, work
 from ._events import record
 
 app = make_app()
-
-
-def _cancelled_exc_name() -> str:
-    return qualified(anyio.get_cancelled_exc_class())
 
 
 @app.get("/runtime")
@@ -44,26 +40,14 @@ async def runtime() -> dict[str, str | int]:
 @app.get("/guarded/slow")
 async def guarded_slow(rid: str, ctx: CancelCtx, seconds: float = 30.0) -> dict[str, str]:
     """Works for ``seconds`` unless the client hangs up first."""
-    record(rid, "start", cancelled_exc=_cancelled_exc_name())
-    try:
-        await anyio.sleep(seconds)
-    except BaseException as exc:
-        record(rid, "end", cancelled=ctx.is_cancelled, exc=qualified(type(exc)))
-        raise
-    record(rid, "end", cancelled=ctx.is_cancelled, exc=None)
+    await work(rid, seconds, ctx)
     return {"rid": rid}
 
 
 @app.get("/unguarded/slow")
 async def unguarded_slow(rid: str, seconds: float = 30.0) -> dict[str, str]:
     """The same work without fastapi-hangup: nothing stops it when the client goes."""
-    record(rid, "start", cancelled_exc=_cancelled_exc_name())
-    try:
-        await anyio.sleep(seconds)
-    except BaseException as exc:
-        record(rid, "end", exc=qualified(type(exc)))
-        raise
-    record(rid, "end", exc=None)
+    await work(rid, seconds)
     return {"rid": rid}
 
 
@@ -74,18 +58,9 @@ async def guarded_background(
     """Answers after a short await; a background task then works for 0.2 s."""
     record(rid, "start")
     await anyio.sleep(0.05)  # long enough for the hang-up watcher to be armed
-    background.add_task(_finish_later, rid)
+    background.add_task(finish_later, rid)
     record(rid, "end", cancelled=ctx.is_cancelled, exc=None)
     return {"rid": rid}
-
-
-async def _finish_later(rid: str) -> None:
-    try:
-        await anyio.sleep(0.2)
-    except BaseException as exc:
-        record(rid, "background-stopped", exc=qualified(type(exc)))
-        raise
-    record(rid, "background-done")
 
 
 @app.get("/guarded/quick")
@@ -99,7 +74,7 @@ async def guarded_quick(rid: str, ctx: CancelCtx) -> dict[str, str | bool]:
 @app.get("/guarded/shielded")
 async def guarded_shielded(rid: str, ctx: CancelCtx) -> None:
     """A 0.3 s shielded write, then more work: the write must finish despite a hang-up."""
-    record(rid, "start", cancelled_exc=_cancelled_exc_name())
+    record(rid, "start", cancelled_exc=cancelled_exc_name())
     try:
         with ctx.shield():
             await anyio.sleep(0.3)
@@ -128,7 +103,7 @@ async def unguarded_item(item_id: int) -> dict[str, int]:
 @app.post("/guarded/upload")
 async def guarded_upload(rid: str, ctx: CancelCtx, request: Request) -> dict[str, str | int]:
     """Streams the request body and answers with its length and SHA-256."""
-    record(rid, "start", cancelled_exc=_cancelled_exc_name())
+    record(rid, "start", cancelled_exc=cancelled_exc_name())
     digest = hashlib.sha256()
     size = 0
     try:
@@ -147,7 +122,7 @@ async def _ticks(
 ) -> AsyncIterator[bytes]:
     """``count`` lines, one every ``interval`` seconds; records how the stream ended."""
     sent = 0
-    record(rid, "start", cancelled_exc=_cancelled_exc_name())
+    record(rid, "start", cancelled_exc=cancelled_exc_name())
     try:
         for sent in range(count):
             yield b"tick %d\n" % sent

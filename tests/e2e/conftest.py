@@ -1,9 +1,10 @@
 """Fixtures for the real-server tests, and the per-server result file behind the docs' matrix.
 
 A test asks for ``server``, parametrized (indirect) with a :class:`Server`; it gets a view of
-a running server serving ``tests.e2e.app:app``. Consecutive tests on the same server share
-one process (see :class:`ServerPool`), and the tests are ordered by server, so that each
-server starts about once per run.
+a running server serving ``tests.e2e.app:app``, or the app its module names (see
+``_params.serving``). Consecutive tests on the same server and app share one process (see
+:class:`ServerPool`), and the tests are ordered by server, so that each server starts about
+once per app and run.
 
 An interrupted run cleans up too: SIGTERM is turned into a KeyboardInterrupt, as Ctrl-C is,
 so that pytest tears the fixtures down (stopping every server), and whatever a cut-short
@@ -24,11 +25,11 @@ import pytest
 
 from ._events import EventLog
 from ._matrix import MATRIX_ENV, MatrixRecorder
-from ._servers import H2C_SERVERS, SERVERS, Server, ServerPool, ServerView
+from ._params import serving
+from ._servers import ALL_SERVERS, Server, ServerPool, ServerView
 from ._spawn import kill_all
 
-APP = "tests.e2e.app:app"
-_SERVER_ORDER = {server: rank for rank, server in enumerate((*SERVERS, *H2C_SERVERS))}
+_SERVER_ORDER = {server: rank for rank, server in enumerate(ALL_SERVERS.values())}
 _recorder = MatrixRecorder.from_env()
 
 
@@ -90,19 +91,7 @@ def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool
         pool.close()
 
 
-@pytest.fixture
-def server(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iterator[ServerView]:
-    """A running server serving ``tests.e2e.app:app``; parametrize it (indirect) with a Server."""
-    spec: Server = request.param
-    missing = spec.missing()
-    if missing:
-        pytest.skip(f"{spec.name} needs {', '.join(missing)}")
-    view = server_pool.view(spec, APP)
-    yield view
-    # Captured output is shown only for a failing test: then the evidence is right there.
-    print(f"----- output of {view!r} during the test -----\n{view.log()}")
-    if not view.alive():
-        print("----- the server is gone; the next test gets a fresh one -----")
+server = serving("tests.e2e.app:app")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from fastapi_hangup import (
 )
 from tests._offload import spin, square
 
-from ._app_kit import make_app, qualified
+from ._app_kit import make_app, qualified, work
 from ._events import record
 
 #: The time budget of every ``/deadline/...`` endpoint, in seconds.
@@ -43,14 +43,8 @@ BudgetCtx = Annotated[CancelOnDisconnect, Depends(cancel_ctx_with(deadline=BUDGE
 
 
 async def _work_for_ever(rid: str) -> dict[str, str]:
-    """Record the start, then work 30 s (far past the budget) and record how it ended."""
-    record(rid, "start", cancelled_exc=qualified(anyio.get_cancelled_exc_class()))
-    try:
-        await anyio.sleep(30)
-    except BaseException as exc:
-        record(rid, "end", exc=qualified(type(exc)))
-        raise
-    record(rid, "end", exc=None)
+    """Work 30 s, far past the budget, recording how it started and ended."""
+    await work(rid, 30)
     return {"rid": rid}
 
 

@@ -6,17 +6,14 @@ process. ``/plain/...`` lives on the app's own router (plain ``APIRoute``) and u
 decorator; ``/route/...`` lives on an ``APIRouter(route_class=CancellableRoute)``.
 
 Importing this module has no side effects beyond building the app, so the test may import its
-constants: the log handler is installed and the large file written at startup (lifespan).
+constants: the large file is written at startup (lifespan), into ``$FASTAPI_HANGUP_E2E_FILES``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
-import sys
 import time
-import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,15 +21,16 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.types import Message, Receive, Scope, Send
 
 from fastapi_hangup import CancelCtx, CancellableRoute, CancelOnDisconnect, cancellable
 
-from ._events import LOG_TAG, record
+from ._app_kit import cancelled_exc_name, finish_later, make_app, qualified, work
+from ._events import FILES_ENV, record
 
 try:
     from fastapi.sse import EventSourceResponse
@@ -41,8 +39,6 @@ except ImportError:  # FastAPI before SSE generator endpoints
 else:
     HAS_SSE = True
 
-#: The folder the large file for ``/route/file`` is written to at startup.
-FILES_ENV = "FASTAPI_HANGUP_E2E_FILES"
 BIG_FILE_NAME = "big.bin"
 BIG_FILE_SIZE = 50 * 1024 * 1024
 #: The pause between two items of every streaming endpoint.
@@ -68,63 +64,15 @@ def write_big_file(path: Path) -> None:
     partial.replace(path)  # atomic: a reader never sees half a file
 
 
-def _log_to_stderr() -> None:
-    logger = logging.getLogger("fastapi_hangup")
-    if any(getattr(h, "e2e", False) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{LOG_TAG} %(levelname)s %(name)s: %(message)s"))
-    handler.e2e = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # exactly one line per record, whatever the server configures
-
-
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    _log_to_stderr()
     if FILES_ENV in os.environ:
         await anyio.to_thread.run_sync(write_big_file, big_file_path())
     yield
 
 
-app = FastAPI(lifespan=_lifespan)
+app = make_app(lifespan=_lifespan)
 router = APIRouter(prefix="/route", route_class=CancellableRoute)
-
-
-def _cancelled_exc_name() -> str:
-    return _qualified(anyio.get_cancelled_exc_class())
-
-
-def _qualified(cls: type[BaseException]) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-@app.exception_handler(Exception)
-async def _print_unhandled(request: Request, exc: Exception) -> PlainTextResponse:
-    # As in app.py: hypercorn stays silent about some errors, so print every one.
-    print(f"{LOG_TAG} ERROR unhandled in {request.method} {request.url.path}:", file=sys.stderr)
-    traceback.print_exception(exc, file=sys.stderr)
-    return PlainTextResponse("Internal Server Error", status_code=500)
-
-
-async def _work(rid: str, seconds: float, ctx: CancelOnDisconnect | None = None) -> None:
-    """Sleep ``seconds``, recording a ``start`` and an ``end`` event (with the exception)."""
-    record(rid, "start", cancelled_exc=_cancelled_exc_name())
-    exc_name = None
-    try:
-        await anyio.sleep(seconds)
-    except BaseException as exc:
-        exc_name = _qualified(type(exc))
-        raise
-    finally:
-        cancelled = None if ctx is None else ctx.is_cancelled
-        record(rid, "end", cancelled=cancelled, exc=exc_name)
-
-
-@app.get("/ready")
-async def ready() -> dict[str, bool]:
-    return {"ready": True}
 
 
 # -- @cancellable on a plain router ---------------------------------------------------------
@@ -134,7 +82,7 @@ async def ready() -> dict[str, bool]:
 @cancellable
 async def plain_slow(rid: str, seconds: float = 30.0) -> dict[str, str]:
     """No ``ctx`` parameter: the decorator alone guards the work."""
-    await _work(rid, seconds)
+    await work(rid, seconds)
     return {"rid": rid}
 
 
@@ -158,7 +106,7 @@ def plain_sync(rid: str, ctx: CancelCtx, seconds: float = 30.0) -> dict[str, Any
 @router.get("/slow")
 async def route_slow(rid: str, ctx: CancelCtx, seconds: float = 30.0) -> dict[str, str]:
     """GET is a safe method: the route class cancels it by default."""
-    await _work(rid, seconds, ctx)
+    await work(rid, seconds, ctx)
     return {"rid": rid}
 
 
@@ -168,7 +116,7 @@ async def route_write(rid: str, seconds: float = 0.5) -> dict[str, str]:
 
     No ``ctx`` parameter: declaring one opts the endpoint in through the dependency.
     """
-    await _work(rid, seconds)
+    await work(rid, seconds)
     return {"rid": rid}
 
 
@@ -176,18 +124,18 @@ async def route_write(rid: str, seconds: float = 0.5) -> dict[str, str]:
 @cancellable
 async def route_opted(rid: str, seconds: float = 30.0) -> dict[str, str]:
     """A POST opted in with ``@cancellable``."""
-    await _work(rid, seconds)
+    await work(rid, seconds)
     return {"rid": rid}
 
 
 async def slow_lookup(rid: str) -> str:
     """A dependency that takes long: only a route-level guard covers it."""
-    record(rid, "dep-start", cancelled_exc=_cancelled_exc_name())
+    record(rid, "dep-start", cancelled_exc=cancelled_exc_name())
     exc_name = None
     try:
         await anyio.sleep(30)
     except BaseException as exc:
-        exc_name = _qualified(type(exc))
+        exc_name = qualified(type(exc))
         raise
     finally:
         record(rid, "dep-end", exc=exc_name)
@@ -221,21 +169,12 @@ def _items(
                 produced += 1
                 await anyio.sleep(ITEM_INTERVAL)
         except BaseException as exc:
-            exc_name = _qualified(type(exc))
+            exc_name = qualified(type(exc))
             raise
         finally:
             record(rid, "stream-end", cancelled=ctx.is_cancelled, produced=produced, exc=exc_name)
 
     return produce()
-
-
-async def _finish_later(rid: str) -> None:
-    try:
-        await anyio.sleep(0.2)
-    except BaseException as exc:
-        record(rid, "background-stopped", exc=_qualified(type(exc)))
-        raise
-    record(rid, "background-done")
 
 
 @router.get("/stream")
@@ -244,7 +183,7 @@ async def route_stream(
 ) -> StreamingResponse:
     """A line every 20 ms (20 s for the default 1000 lines), optionally a background task."""
     body = _items(rid, ctx, lines, lambda i: f"{rid} line {i:04d}\n")
-    task = BackgroundTask(_finish_later, rid) if background else None
+    task = BackgroundTask(finish_later, rid) if background else None
     return StreamingResponse(body, media_type="text/plain", background=task)
 
 
@@ -280,13 +219,13 @@ async def route_sized(rid: str, ctx: CancelCtx, size: int = 1024 * 1024) -> Stre
                 yield bytes(min(64 * 1024, size - start))
             await anyio.sleep(0.2)  # closing the upstream
         except BaseException as exc:
-            exc_name = _qualified(type(exc))
+            exc_name = qualified(type(exc))
             raise
         finally:
             record(rid, "stream-end", cancelled=ctx.is_cancelled, exc=exc_name)
 
     headers = {"Content-Length": str(size)}
-    task = BackgroundTask(_finish_later, rid)
+    task = BackgroundTask(finish_later, rid)
     return StreamingResponse(
         produce(), media_type="application/octet-stream", headers=headers, background=task
     )
@@ -322,7 +261,7 @@ class RecordedFileResponse(FileResponse):
         try:
             await super().__call__(scope, receive, counting_send)
         except BaseException as exc:
-            exc_name = _qualified(type(exc))
+            exc_name = qualified(type(exc))
             raise
         finally:
             record(
@@ -338,7 +277,7 @@ class RecordedFileResponse(FileResponse):
 @router.get("/file")
 async def route_file(rid: str, ctx: CancelCtx, background: bool = False) -> FileResponse:
     """The large file written at startup (``$FASTAPI_HANGUP_E2E_FILES``)."""
-    task = BackgroundTask(_finish_later, rid) if background else None
+    task = BackgroundTask(finish_later, rid) if background else None
     return RecordedFileResponse(big_file_path(), rid, ctx, task)
 
 

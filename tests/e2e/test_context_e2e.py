@@ -1,7 +1,7 @@
 """The context's features against real servers: deadlines, and a worker process killed on hang-up.
 
-The servers serve ``tests.e2e.context_app:app`` (this module overrides the ``server``
-fixture of ``conftest.py``, which serves ``tests.e2e.app:app``, and reuses its pool). The
+The servers serve ``tests.e2e.context_app:app`` (this module's ``server`` fixture; the one
+of ``conftest.py`` serves ``tests.e2e.app:app``; both take their process from one pool). The
 worker processes of ``ctx.run_in_process`` are children of the server's worker, so the test
 finds them among the server's descendants with psutil.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,23 +19,19 @@ import pytest
 from tests._processes import is_gone, kill_leftovers, pool_workers
 
 from ._client import Connection, Response, get
-from ._events import LOG_TAG, EventLog, new_request_id, poll
-from ._logs import hang_up_records, settled_log, trouble_in
-from ._params import on_servers
+from ._events import EventLog, new_request_id, poll
+from ._logs import hang_up_records, settled_log, status_records, trouble_in
+from ._params import on_servers, serving
 from ._servers import (
     DAPHNE,
     GUNICORN_UVICORN,
     UVICORN_H11,
     UVICORN_HTTPTOOLS,
-    Server,
-    ServerPool,
     ServerView,
 )
 from .context_app import BUDGET, STREAM_LINES
 
 pytestmark = pytest.mark.e2e
-
-APP = "tests.e2e.context_app:app"
 
 #: A deadline during a streaming body (route class): the route returns without finishing the
 #: response (no final body message), so that the client cannot take the cut body for a whole
@@ -55,27 +50,7 @@ DAPHNE_KEEPS_AN_UNFINISHED_RESPONSE_OPEN = (
 )
 
 
-@pytest.fixture
-def server(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iterator[ServerView]:
-    """A running server serving ``tests.e2e.context_app:app`` (indirect: a Server)."""
-    spec: Server = request.param
-    missing = spec.missing()
-    if missing:
-        pytest.skip(f"{spec.name} needs {', '.join(missing)}")
-    view = server_pool.view(spec, APP)
-    yield view
-    # Captured output is shown only for a failing test: then the evidence is right there.
-    print(f"----- output of {view!r} during the test -----\n{view.log()}")
-
-
-def deadline_records(server: ServerView, rid: str) -> list[str]:
-    """The fastapi_hangup records of request ``rid`` that say its budget ran out."""
-    prefix = f"{LOG_TAG} INFO fastapi_hangup:"
-    return [
-        line
-        for line in server.log().splitlines()
-        if line.startswith(prefix) and " 504 " in line and line.endswith(f" [rid={rid}]")
-    ]
+server = serving("tests.e2e.context_app:app")
 
 
 # -- A deadline, the client still waiting -----------------------------------------------------
@@ -113,9 +88,9 @@ def test_deadline_ends_the_request_with_one_504_record_and_no_errors(
     get(server.port, f"/deadline/{entry}?rid={rid}")
     events.wait_for(rid, "end")
 
-    assert poll(lambda: deadline_records(server, rid), timeout=3.0)
+    assert poll(lambda: status_records(server, 504, rid), timeout=3.0)
     log = settled_log(server)
-    assert len(deadline_records(server, rid)) == 1, log
+    assert len(status_records(server, 504, rid)) == 1, log
     assert trouble_in(log) == []
     assert hang_up_records(server, rid) == []
 

@@ -1,93 +1,36 @@
 """``@cancellable`` and ``CancellableRoute`` against real servers, over real loopback sockets.
 
-Each test gets a fresh server process running ``tests.e2e.route_app:app`` (the ``route_server``
-fixture below; the server specs and the event log are the harness's, see ``conftest.py``).
-Latencies are the app's ``time.monotonic()`` at the end of the work minus the client's just
-before ``close()``: CLOCK_MONOTONIC is shared across processes.
+The servers serve ``tests.e2e.route_app:app`` (this module's ``server`` fixture, from the
+pool every real-server test shares). Latencies are the app's ``time.monotonic()`` at the end
+of the work minus the client's just before ``close()``: CLOCK_MONOTONIC is shared across
+processes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
+from ._checks import PROMPT, assert_cancelled_promptly, assert_ended_quietly, hang_up_mid_request
 from ._client import Connection, get
-from ._events import EVENTS_ENV, Event, EventLog, new_request_id, poll
-from ._servers import HYPERCORN_TRIO, UVICORN_HTTPTOOLS, RunningServer, Server, run_server
-from .route_app import (
-    BIG_FILE_NAME,
-    BIG_FILE_SIZE,
-    FILES_ENV,
-    HAS_SSE,
-    ITEM_INTERVAL,
-    big_file_content,
-)
-from .test_core_e2e import TROUBLE, hang_up_records
+from ._events import Event, EventLog, new_request_id
+from ._logs import hang_up_records, trouble_in
+from ._params import on_servers, serving
+from ._servers import HYPERCORN_TRIO, UVICORN_HTTPTOOLS, ServerView
+from .route_app import BIG_FILE_SIZE, HAS_SSE, ITEM_INTERVAL, big_file_content
 
 pytestmark = pytest.mark.e2e
 
-APP = "tests.e2e.route_app:app"
+server = serving("tests.e2e.route_app:app")
 #: One server per backend: asyncio (uvloop) and trio.
-ROUTE_SERVERS = (UVICORN_HTTPTOOLS, HYPERCORN_TRIO)
-on_both_servers = pytest.mark.parametrize("route_server", ROUTE_SERVERS, indirect=True, ids=str)
+on_both_servers = on_servers([UVICORN_HTTPTOOLS, HYPERCORN_TRIO])
 
-#: Generous: every server delivers a hang-up within ~1 ms (SERVERS.md).
-PROMPT = 1.0
 #: Items a stream may still produce after the hang-up: 50 is a whole second of them.
 FEW_ITEMS = 50
 KiB = 1024
-
-
-@pytest.fixture(scope="module")
-def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where the first server writes the large file, which later servers find there."""
-    directory = tmp_path_factory.mktemp("route-files")
-    yield directory
-    (directory / BIG_FILE_NAME).unlink(missing_ok=True)  # 50 MB: not left for pytest's keep-3
-
-
-@pytest.fixture
-def route_server(
-    request: pytest.FixtureRequest, tmp_path: Path, events: EventLog, files_dir: Path
-) -> Iterator[RunningServer]:
-    """A fresh server running ``tests.e2e.route_app:app``; parametrize it (indirect)."""
-    spec: Server = request.param
-    missing = spec.missing()
-    if missing:
-        pytest.skip(f"{spec.name} needs {', '.join(missing)}")
-    env = {EVENTS_ENV: str(events.path), FILES_ENV: str(files_dir)}
-    log = tmp_path / "server.log"
-    with run_server(spec, APP, log, env=env, ready_path="/ready") as running:
-        yield running
-    print(f"----- output of {running!r} -----\n{running.log()}")
-    if events.path.exists():
-        print(f"----- events recorded by the app -----\n{events.path.read_text()}")
-
-
-def hang_up_mid_request(
-    server: RunningServer,
-    events: EventLog,
-    method: str,
-    path: str,
-    *,
-    started: str = "start",
-    query: str = "",
-) -> tuple[str, Event, float]:
-    """Send a request, hang up (FIN) once the app recorded ``started``.
-
-    Returns (rid, the ``started`` event, the hang-up time).
-    """
-    rid = new_request_id()
-    body = None if method == "GET" else b""
-    with Connection(server.port) as connection:
-        connection.send_request(method, f"{path}?rid={rid}{query}", body=body)
-        start = events.wait_for(rid, started)
-        closed_at = connection.hang_up("fin")
-    return rid, start, closed_at
 
 
 def read_until(
@@ -139,31 +82,11 @@ def download(connection: Connection, target: str) -> tuple[int, int, str]:
     return int(status_line.split(" ", 2)[1]), size, digest.hexdigest()
 
 
-def report(server: RunningServer, what: str, latency: float) -> None:
-    print(f"{server.server.name}: {what} {latency * 1000:.2f} ms after close()")
-
-
-def assert_no_trouble(server: RunningServer) -> None:
-    log = server.log()
-    assert not [text for text in TROUBLE if text in log], log
-
-
-def assert_ended_quietly(server: RunningServer, operation: str) -> None:
-    """One 499 record, for ``operation`` (``"GET /route/slow"``); a clean log; still serving."""
-    assert poll(lambda: hang_up_records(server), timeout=3.0), server.log()
-    assert get(server.port, "/ready").status == 200  # a second record would be out by now
-    records = hang_up_records(server)
-    assert len(records) == 1, records
-    assert f"{operation} 499" in records[0]
-    assert_no_trouble(server)
-    assert server.alive()
-
-
-def assert_not_cancelled(server: RunningServer) -> None:
+def assert_not_cancelled(server: ServerView) -> None:
     """No 499 record (after one more round trip), a clean log, still serving."""
     assert get(server.port, "/ready").status == 200
     assert hang_up_records(server) == []
-    assert_no_trouble(server)
+    assert not trouble_in(server.log()), server.log()
     assert server.alive()
 
 
@@ -172,30 +95,28 @@ def assert_not_cancelled(server: RunningServer) -> None:
 
 @on_both_servers
 def test_decorator_cancels_an_async_endpoint_promptly_and_quietly(
-    route_server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
-    rid, start, closed_at = hang_up_mid_request(route_server, events, "GET", "/plain/slow")
+    rid, start, closed_at = hang_up_mid_request(server.port, events, "/plain/slow")
 
     end = events.wait_for(rid, "end", timeout=5.0)
-    latency = end["t"] - closed_at
-    report(route_server, "@cancellable async endpoint cancelled", latency)
-    assert end["exc"] == start["cancelled_exc"]
-    assert 0 <= latency < PROMPT
-    assert_ended_quietly(route_server, "GET /plain/slow")
+    what = f"{server.server.name}: @cancellable async endpoint cancelled"
+    assert_cancelled_promptly(start, end, closed_at, what, cancelled=None)  # it has no ctx
+    assert_ended_quietly(server, rid, "GET /plain/slow")
 
 
 @on_both_servers
 def test_decorator_stops_a_sync_endpoint_promptly_and_quietly(
-    route_server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
-    rid, _, closed_at = hang_up_mid_request(route_server, events, "GET", "/plain/sync")
+    rid, _, closed_at = hang_up_mid_request(server.port, events, "/plain/sync")
 
     end = events.wait_for(rid, "end", timeout=5.0)
     latency = end["t"] - closed_at
-    report(route_server, "@cancellable sync endpoint saw is_cancelled", latency)
+    print(f"{server.server.name}: the sync endpoint saw is_cancelled {latency * 1000:.2f} ms after")
     assert end["cancelled"] is True
     assert 0 <= latency < PROMPT
-    assert_ended_quietly(route_server, "GET /plain/sync")
+    assert_ended_quietly(server, rid, "GET /plain/sync")
 
 
 # -- CancellableRoute: the method policy and the whole request ------------------------------
@@ -203,62 +124,52 @@ def test_decorator_stops_a_sync_endpoint_promptly_and_quietly(
 
 @on_both_servers
 def test_route_class_cancels_a_get_promptly_and_quietly(
-    route_server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
-    rid, start, closed_at = hang_up_mid_request(route_server, events, "GET", "/route/slow")
+    rid, start, closed_at = hang_up_mid_request(server.port, events, "/route/slow")
 
     end = events.wait_for(rid, "end", timeout=5.0)
-    latency = end["t"] - closed_at
-    report(route_server, "CancellableRoute GET cancelled", latency)
-    assert end["cancelled"] is True
-    assert end["exc"] == start["cancelled_exc"]
-    assert 0 <= latency < PROMPT
-    assert_ended_quietly(route_server, "GET /route/slow")
+    assert_cancelled_promptly(start, end, closed_at, f"{server.server.name}: GET cancelled")
+    assert_ended_quietly(server, rid, "GET /route/slow")
 
 
 @on_both_servers
 def test_route_class_lets_a_post_complete_after_a_hang_up(
-    route_server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
     rid, start, closed_at = hang_up_mid_request(
-        route_server, events, "POST", "/route/write", query="&seconds=0.5"
+        server.port, events, "/route/write?seconds=0.5", method="POST"
     )
 
     end = events.wait_for(rid, "end", timeout=5.0)
     assert end["exc"] is None
     assert end["t"] > closed_at
     assert end["t"] - start["t"] >= 0.45  # the whole 0.5 s of work
-    assert_not_cancelled(route_server)
+    assert_not_cancelled(server)
 
 
 @on_both_servers
-def test_route_class_cancels_an_opted_in_post(
-    route_server: RunningServer, events: EventLog
-) -> None:
-    rid, start, closed_at = hang_up_mid_request(route_server, events, "POST", "/route/opted")
+def test_route_class_cancels_an_opted_in_post(server: ServerView, events: EventLog) -> None:
+    rid, start, closed_at = hang_up_mid_request(server.port, events, "/route/opted", method="POST")
 
     end = events.wait_for(rid, "end", timeout=5.0)
-    latency = end["t"] - closed_at
-    report(route_server, "opted-in POST cancelled", latency)
-    assert end["exc"] == start["cancelled_exc"]
-    assert 0 <= latency < PROMPT
-    assert_ended_quietly(route_server, "POST /route/opted")
+    what = f"{server.server.name}: opted-in POST cancelled"
+    assert_cancelled_promptly(start, end, closed_at, what, cancelled=None)  # it has no ctx
+    assert_ended_quietly(server, rid, "POST /route/opted")
 
 
 @on_both_servers
 def test_route_class_cancels_a_slow_dependency_before_the_endpoint(
-    route_server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
     rid, start, closed_at = hang_up_mid_request(
-        route_server, events, "GET", "/route/dep", started="dep-start"
+        server.port, events, "/route/dep", started="dep-start"
     )
 
     end = events.wait_for(rid, "dep-end", timeout=5.0)
-    latency = end["t"] - closed_at
-    report(route_server, "dependency cancelled", latency)
-    assert end["exc"] == start["cancelled_exc"]
-    assert 0 <= latency < PROMPT
-    assert_ended_quietly(route_server, "GET /route/dep")
+    what = f"{server.server.name}: dependency cancelled"
+    assert_cancelled_promptly(start, end, closed_at, what, cancelled=None)  # it has no ctx
+    assert_ended_quietly(server, rid, "GET /route/dep")
     assert events.find(rid, "endpoint") is None
 
 
@@ -284,10 +195,10 @@ def items_of(events: EventLog, rid: str) -> list[Event]:
 @on_both_servers
 @pytest.mark.parametrize(("path", "media_type", "marker"), STREAMS)
 def test_streaming_body_stops_promptly_after_a_hang_up(
-    route_server: RunningServer, events: EventLog, path: str, media_type: str, marker: bytes
+    server: ServerView, events: EventLog, path: str, media_type: str, marker: bytes
 ) -> None:
     rid = new_request_id()
-    with Connection(route_server.port) as connection:
+    with Connection(server.port) as connection:
         connection.send_request("GET", f"{path}?rid={rid}")
         received = read_until(connection, lambda data: data.count(marker) >= 3)
         closed_at = connection.hang_up("fin")
@@ -296,46 +207,43 @@ def test_streaming_body_stops_promptly_after_a_hang_up(
     latency = end["t"] - closed_at
     items = items_of(events, rid)
     late = [item for item in items if item["t"] > closed_at]
-    report(route_server, f"{path} stopped ({len(late)} items after the hang-up)", latency)
+    print(f"{server.server.name}: {path} stopped {latency * 1000:.2f} ms after, {len(late)} late")
     assert f"content-type: {media_type}".encode() in received.lower()
     assert end["cancelled"] is True
     assert 0 <= latency < PROMPT
     assert len(late) < FEW_ITEMS
-    assert_ended_quietly(route_server, f"GET {path}")
+    assert_ended_quietly(server, rid, f"GET {path}")
     assert len(items_of(events, rid)) == len(items) < 1000  # and none after the end
 
 
 @on_both_servers
-def test_file_response_stops_promptly_after_a_hang_up(
-    route_server: RunningServer, events: EventLog
-) -> None:
+def test_file_response_stops_promptly_after_a_hang_up(server: ServerView, events: EventLog) -> None:
     rid = new_request_id()
-    with Connection(route_server.port) as connection:
+    with Connection(server.port) as connection:
         connection.send_request("GET", f"/route/file?rid={rid}")
         read_until(connection, lambda data: len(data) >= 256 * KiB)
         closed_at = connection.hang_up("fin")
 
     end = events.wait_for(rid, "file-end", timeout=5.0)
     latency = end["t"] - closed_at
-    report(
-        route_server,
-        f"FileResponse stopped ({end['sent'] // KiB} KiB sent, {end['late_sends']} late sends)",
-        latency,
+    print(
+        f"{server.server.name}: FileResponse stopped {latency * 1000:.2f} ms after, "
+        f"{end['sent'] // KiB} KiB sent, {end['late_sends']} late sends"
     )
     assert end["cancelled"] is True
     assert 0 <= latency < PROMPT
     assert end["late_sends"] < FEW_ITEMS
     assert end["sent"] < BIG_FILE_SIZE
-    assert_ended_quietly(route_server, "GET /route/file")
+    assert_ended_quietly(server, rid, "GET /route/file")
 
 
 @on_both_servers
 def test_full_streaming_response_arrives_whole_and_its_background_task_completes(
-    route_server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
     rid = new_request_id()
     lines = 25
-    with Connection(route_server.port) as connection:
+    with Connection(server.port) as connection:
         connection.send_request("GET", f"/route/stream?rid={rid}&lines={lines}&background=true")
         response = connection.read_response()
         # The client stays while the task runs: the disconnect every server queues after
@@ -349,15 +257,15 @@ def test_full_streaming_response_arrives_whole_and_its_background_task_completes
     assert end["t"] - events.wait_for(rid, "item")["t"] >= (lines - 1) * ITEM_INTERVAL * 0.9
     assert events.find(rid, "background-stopped") is None
     assert done["t"] - end["t"] >= 0.15  # the task's whole 0.2 s sleep
-    assert_not_cancelled(route_server)
+    assert_not_cancelled(server)
 
 
 @on_both_servers
 def test_full_file_response_arrives_whole_and_its_background_task_completes(
-    route_server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
     rid = new_request_id()
-    with Connection(route_server.port, timeout=30.0) as connection:
+    with Connection(server.port, timeout=30.0) as connection:
         status, size, sha256 = download(connection, f"/route/file?rid={rid}&background=true")
         # The client stays until the task is done (see the Content-Length test below).
         done = events.wait_for(rid, "background-done", timeout=5.0)
@@ -370,7 +278,7 @@ def test_full_file_response_arrives_whole_and_its_background_task_completes(
     assert end == {**end, "cancelled": False, "sent": BIG_FILE_SIZE, "late_sends": 0, "exc": None}
     assert end["t"] >= done["t"]
     assert events.find(rid, "background-stopped") is None
-    assert_not_cancelled(route_server)
+    assert_not_cancelled(server)
 
 
 @on_both_servers
@@ -379,11 +287,11 @@ def test_full_file_response_arrives_whole_and_its_background_task_completes(
     [pytest.param(True, id="client-stays"), pytest.param(False, id="client-closes")],
 )
 def test_client_closing_after_the_last_content_length_byte_is_no_hang_up(
-    route_server: RunningServer, events: EventLog, client_stays: bool
+    server: ServerView, events: EventLog, client_stays: bool
 ) -> None:
     rid = new_request_id()
     size = 1024 * KiB
-    with Connection(route_server.port) as connection:
+    with Connection(server.port) as connection:
         status, received, _ = download(connection, f"/route/sized?rid={rid}&size={size}")
         if client_stays:
             events.wait_for(rid, "background-done", timeout=3.0)
@@ -395,15 +303,15 @@ def test_client_closing_after_the_last_content_length_byte_is_no_hang_up(
     # background task either way.
     assert events.wait_for(rid, "stream-end", timeout=3.0)["cancelled"] is False
     events.wait_for(rid, "background-done", timeout=3.0)
-    assert_not_cancelled(route_server)
+    assert_not_cancelled(server)
 
 
 @on_both_servers
 def test_keep_alive_connection_is_reused_after_guarded_streaming_responses(
-    route_server: RunningServer, events: EventLog
+    server: ServerView, events: EventLog
 ) -> None:
     rids = [new_request_id() for _ in range(3)]
-    with Connection(route_server.port) as connection:
+    with Connection(server.port) as connection:
         connection.send_request("GET", f"/route/stream?rid={rids[0]}&lines=5")
         streamed = connection.read_response()
         connection.send_request("GET", f"/route/jsonl?rid={rids[1]}&items=3")
@@ -418,4 +326,4 @@ def test_keep_alive_connection_is_reused_after_guarded_streaming_responses(
     assert events.wait_for(rids[0], "stream-end")["cancelled"] is False
     assert events.wait_for(rids[1], "stream-end")["cancelled"] is False
     assert events.wait_for(rids[2], "end")["cancelled"] is False
-    assert_not_cancelled(route_server)
+    assert_not_cancelled(server)
