@@ -11,8 +11,8 @@ import pytest
 from fastapi_hangup import CancelCause, CancelOnDisconnect
 from fastapi_hangup.testing import HangUpClient
 from tests._asgi import BODY_END, RecordingSend, ScriptedReceive, http_scope
-
-from ._context_apps import Entry, every_entry_point, guarded_app, hangup_records
+from tests._context_apps import EntryPoint
+from tests._helpers import hang_up_records
 
 pytestmark = pytest.mark.anyio
 
@@ -23,8 +23,7 @@ def observe(ctx: CancelOnDisconnect, where: str) -> Observation:
     return (where, ctx.cause, ctx.is_cancelled)
 
 
-@every_entry_point
-async def test_cause_is_none_while_the_endpoint_works(entry: Entry) -> None:
+async def test_cause_is_none_while_the_endpoint_works(entry: EntryPoint) -> None:
     seen: list[Observation] = []
 
     async def work(ctx: CancelOnDisconnect) -> object:
@@ -33,19 +32,18 @@ async def test_cause_is_none_while_the_endpoint_works(entry: Entry) -> None:
         seen.append(observe(ctx, "after"))
         return {}
 
-    result = await HangUpClient(guarded_app(entry, work)).get("/work")
+    result = await HangUpClient(entry.app(work)).get("/work")
 
     assert result.status_code == 200
     assert seen == [("before", None, False), ("after", None, False)]
 
 
-@every_entry_point
-async def test_cause_stays_none_after_a_normal_completion(entry: Entry) -> None:
+async def test_cause_stays_none_after_a_normal_completion(entry: EntryPoint) -> None:
     async def work(ctx: CancelOnDisconnect) -> object:
         await anyio.sleep(0.01)
         return {"done": True}
 
-    result = await HangUpClient(guarded_app(entry, work)).get("/work")
+    result = await HangUpClient(entry.app(work)).get("/work")
 
     assert result.status_code == 200
     assert result.body == b'{"done":true}'
@@ -54,14 +52,13 @@ async def test_cause_stays_none_after_a_normal_completion(entry: Entry) -> None:
     assert not result.context.is_cancelled
 
 
-@every_entry_point
 async def test_cause_stays_none_after_completion_even_once_the_deadline_has_passed(
-    entry: Entry,
+    entry: EntryPoint,
 ) -> None:
     async def work(ctx: CancelOnDisconnect) -> object:
         return {}
 
-    result = await HangUpClient(guarded_app(entry, work, deadline=0.05)).get("/work")
+    result = await HangUpClient(entry.app(work, deadline=0.05)).get("/work")
     await anyio.sleep(0.1)  # the budget would have run out by now
 
     assert result.status_code == 200
@@ -70,8 +67,7 @@ async def test_cause_stays_none_after_completion_even_once_the_deadline_has_pass
     assert not result.context.is_cancelled
 
 
-@every_entry_point
-async def test_cause_is_client_disconnected_after_a_hang_up(entry: Entry) -> None:
+async def test_cause_is_client_disconnected_after_a_hang_up(entry: EntryPoint) -> None:
     started = anyio.Event()
     seen: list[Observation] = []
 
@@ -83,7 +79,7 @@ async def test_cause_is_client_disconnected_after_a_hang_up(entry: Entry) -> Non
             seen.append(observe(ctx, "finally"))
         return {}
 
-    result = await HangUpClient(guarded_app(entry, work)).get("/work", hang_up_on=started)
+    result = await HangUpClient(entry.app(work)).get("/work", hang_up_on=started)
 
     assert result.hung_up
     assert seen == [("finally", CancelCause.CLIENT_DISCONNECTED, True)]
@@ -91,8 +87,7 @@ async def test_cause_is_client_disconnected_after_a_hang_up(entry: Entry) -> Non
     assert result.context.cause is CancelCause.CLIENT_DISCONNECTED
 
 
-@every_entry_point
-async def test_cause_is_deadline_exceeded_after_the_budget(entry: Entry) -> None:
+async def test_cause_is_deadline_exceeded_after_the_budget(entry: EntryPoint) -> None:
     seen: list[Observation] = []
 
     async def work(ctx: CancelOnDisconnect) -> object:
@@ -102,7 +97,7 @@ async def test_cause_is_deadline_exceeded_after_the_budget(entry: Entry) -> None
             seen.append(observe(ctx, "finally"))
         return {}
 
-    result = await HangUpClient(guarded_app(entry, work, deadline=0.05)).get("/work")
+    result = await HangUpClient(entry.app(work, deadline=0.05)).get("/work")
 
     assert result.status_code == 504
     assert seen == [("finally", CancelCause.DEADLINE_EXCEEDED, True)]
@@ -113,10 +108,9 @@ async def test_cause_is_deadline_exceeded_after_the_budget(entry: Entry) -> None
 Ending = Literal["completes", "hang-up", "deadline"]
 
 
-@every_entry_point
 @pytest.mark.parametrize("ending", ["completes", "hang-up", "deadline"])
 async def test_is_cancelled_agrees_with_cause_at_every_observation_point(
-    entry: Entry, ending: Ending
+    entry: EntryPoint, ending: Ending
 ) -> None:
     started = anyio.Event()
     seen: list[Observation] = []
@@ -132,7 +126,7 @@ async def test_is_cancelled_agrees_with_cause_at_every_observation_point(
             seen.append(observe(ctx, "finally"))
         return {}
 
-    app = guarded_app(entry, work, deadline=0.05 if ending == "deadline" else None)
+    app = entry.app(work, deadline=0.05 if ending == "deadline" else None)
     hang_up_on = started if ending == "hang-up" else None
     result = await HangUpClient(app).get("/work", hang_up_on=hang_up_on)
     assert result.context is not None
@@ -159,7 +153,7 @@ async def test_is_cancelled_agrees_with_cause_at_every_observation_point(
 
 
 async def cancel_from_outside(
-    entry: Entry, seen: list[Observation]
+    entry: EntryPoint, seen: list[Observation]
 ) -> tuple[anyio.CancelScope, list[str], RecordingSend, list[CancelOnDisconnect]]:
     """Run the app in a cancel scope and cancel that scope once the endpoint works."""
     started = anyio.Event()
@@ -174,7 +168,7 @@ async def cancel_from_outside(
             seen.append(observe(ctx, "finally"))
         return {}
 
-    app = guarded_app(entry, work)
+    app = entry.app(work)
     receive = ScriptedReceive([BODY_END])
     send = RecordingSend()
     outcome: list[str] = []
@@ -195,8 +189,7 @@ async def cancel_from_outside(
     return outer, outcome, send, contexts
 
 
-@every_entry_point
-async def test_cancellation_from_outside_propagates_out_of_the_app(entry: Entry) -> None:
+async def test_cancellation_from_outside_propagates_out_of_the_app(entry: EntryPoint) -> None:
     outer, outcome, send, _ = await cancel_from_outside(entry, [])
 
     assert outcome == ["cancellation propagated"]
@@ -204,9 +197,8 @@ async def test_cancellation_from_outside_propagates_out_of_the_app(entry: Entry)
     assert send.messages == []
 
 
-@every_entry_point
 async def test_cause_is_server_shutdown_after_a_cancellation_from_outside(
-    entry: Entry, caplog: pytest.LogCaptureFixture
+    entry: EntryPoint, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="fastapi_hangup")
     seen: list[Observation] = []
@@ -216,4 +208,4 @@ async def test_cause_is_server_shutdown_after_a_cancellation_from_outside(
     assert ctx.cause is CancelCause.SERVER_SHUTDOWN
     assert ctx.is_cancelled
     assert seen == [("finally", None, False)]  # known only once the endpoint unwound
-    assert hangup_records(caplog) == []
+    assert hang_up_records(caplog) == []

@@ -10,15 +10,8 @@ import pytest
 
 from fastapi_hangup import CancelCause, CancelOnDisconnect
 from fastapi_hangup.testing import HangUpClient, RequestResult
-
-from ._context_apps import (
-    AsyncWork,
-    Entry,
-    error_records,
-    every_entry_point,
-    guarded_app,
-    hangup_records,
-)
+from tests._context_apps import AsyncWork, EntryPoint, error_records
+from tests._helpers import hang_up_records
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +28,7 @@ class Stop:
         self.returned_at: float | None = None
 
 
-async def run_cooperative(entry: Entry, stop: Stop) -> RequestResult:
+async def run_cooperative(entry: EntryPoint, stop: Stop) -> RequestResult:
     """An endpoint that works in short shielded steps and stops itself once it sees
     ``ctx.is_cancelled``; the client hangs up once it works."""
     started = anyio.Event()
@@ -56,11 +49,11 @@ async def run_cooperative(entry: Entry, stop: Stop) -> RequestResult:
         stop.returned_at = time.monotonic()
         return {"stopped": True}
 
-    app = guarded_app(entry, work, grace=GRACE)
+    app = entry.app(work, grace=GRACE)
     return await HangUpClient(app).get("/work", hang_up_on=started)
 
 
-async def run_ignoring(entry: Entry, stop: Stop) -> RequestResult:
+async def run_ignoring(entry: EntryPoint, stop: Stop) -> RequestResult:
     """An endpoint that just awaits 5 s and never looks at ``ctx.is_cancelled``."""
     started = anyio.Event()
 
@@ -73,13 +66,12 @@ async def run_ignoring(entry: Entry, stop: Stop) -> RequestResult:
             raise
         return {}
 
-    app = guarded_app(entry, work, grace=GRACE)
+    app = entry.app(work, grace=GRACE)
     return await HangUpClient(app).get("/work", hang_up_on=started)
 
 
-@every_entry_point
 async def test_with_grace_is_cancelled_and_cause_turn_true_at_once_on_hang_up(
-    entry: Entry,
+    entry: EntryPoint,
 ) -> None:
     stop = Stop()
 
@@ -92,9 +84,8 @@ async def test_with_grace_is_cancelled_and_cause_turn_true_at_once_on_hang_up(
     assert stop.cause_when_noticed is CancelCause.CLIENT_DISCONNECTED
 
 
-@every_entry_point
 async def test_with_grace_an_endpoint_that_checks_stops_itself_before_the_cancellation(
-    entry: Entry,
+    entry: EntryPoint,
 ) -> None:
     stop = Stop()
 
@@ -107,9 +98,8 @@ async def test_with_grace_an_endpoint_that_checks_stops_itself_before_the_cancel
     assert result.elapsed < 2.0
 
 
-@every_entry_point
 async def test_with_grace_an_endpoint_that_ignores_it_is_cancelled_after_the_grace_period(
-    entry: Entry,
+    entry: EntryPoint,
 ) -> None:
     stop = Stop()
 
@@ -122,9 +112,8 @@ async def test_with_grace_an_endpoint_that_ignores_it_is_cancelled_after_the_gra
     assert GRACE - 0.01 <= after < GRACE + 0.5
 
 
-@every_entry_point
 async def test_with_grace_the_context_is_cancelled_while_the_work_still_runs(
-    entry: Entry,
+    entry: EntryPoint,
 ) -> None:
     started = anyio.Event()
     hang_up = anyio.Event()
@@ -141,7 +130,7 @@ async def test_with_grace_the_context_is_cancelled_while_the_work_still_runs(
         return {}
 
     async def request() -> None:
-        app = guarded_app(entry, work, grace=GRACE)
+        app = entry.app(work, grace=GRACE)
         await HangUpClient(app).get("/work", hang_up_on=hang_up)
 
     async with anyio.create_task_group() as tg:
@@ -157,10 +146,9 @@ async def test_with_grace_the_context_is_cancelled_while_the_work_still_runs(
     assert finished == ["endpoint unwound"]
 
 
-@every_entry_point
 @pytest.mark.parametrize("endpoint", ["checks", "ignores"])
 async def test_with_grace_the_request_still_ends_quietly_with_one_499_record(
-    entry: Entry, endpoint: str, caplog: pytest.LogCaptureFixture
+    entry: EntryPoint, endpoint: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="fastapi_hangup")
     run = run_cooperative if endpoint == "checks" else run_ignoring
@@ -169,7 +157,7 @@ async def test_with_grace_the_request_still_ends_quietly_with_one_499_record(
 
     assert result.hung_up
     assert result.messages == []
-    assert [r.status_code for r in hangup_records(caplog)] == [499]
+    assert [r.__dict__["status_code"] for r in hang_up_records(caplog)] == [499]
     assert error_records(caplog) == []
 
 
@@ -206,12 +194,11 @@ def shielded_work(
     return work
 
 
-@every_entry_point
-async def test_shield_timeout_cuts_a_block_that_runs_longer(entry: Entry) -> None:
+async def test_shield_timeout_cuts_a_block_that_runs_longer(entry: EntryPoint) -> None:
     block = Block()
     work = shielded_work(block, work_time=5, timeout=0.1, started=anyio.Event())
 
-    result = await HangUpClient(guarded_app(entry, work)).get("/work")
+    result = await HangUpClient(entry.app(work)).get("/work")
 
     assert block.cancelled_caught is True
     assert block.took is not None
@@ -221,27 +208,25 @@ async def test_shield_timeout_cuts_a_block_that_runs_longer(entry: Entry) -> Non
     assert result.body == b'{"caught":true}'
 
 
-@every_entry_point
-async def test_shield_timeout_leaves_a_shorter_block_alone(entry: Entry) -> None:
+async def test_shield_timeout_leaves_a_shorter_block_alone(entry: EntryPoint) -> None:
     block = Block()
     work = shielded_work(block, work_time=0.01, timeout=1.0, started=anyio.Event())
 
-    result = await HangUpClient(guarded_app(entry, work)).get("/work")
+    result = await HangUpClient(entry.app(work)).get("/work")
 
     assert block.cancelled_caught is False
     assert block.steps == ["block finished", "after the block", "after the next await"]
     assert result.body == b'{"caught":false}'
 
 
-@every_entry_point
 async def test_shield_timeout_block_is_shielded_from_the_hang_up_until_its_timeout(
-    entry: Entry,
+    entry: EntryPoint,
 ) -> None:
     block = Block()
     started = anyio.Event()
     work = shielded_work(block, work_time=5, timeout=0.2, started=started)
 
-    result = await HangUpClient(guarded_app(entry, work)).get("/work", hang_up_on=started)
+    result = await HangUpClient(entry.app(work)).get("/work", hang_up_on=started)
 
     assert result.hung_up
     assert block.took is not None
@@ -249,34 +234,34 @@ async def test_shield_timeout_block_is_shielded_from_the_hang_up_until_its_timeo
     assert block.cancelled_caught is True
 
 
-@every_entry_point
 @pytest.mark.parametrize("work_time", [5, 0.05], ids=["block-timed-out", "block-completed"])
 async def test_hang_up_during_a_shield_timeout_block_arrives_at_the_next_await(
-    entry: Entry, work_time: float, caplog: pytest.LogCaptureFixture
+    entry: EntryPoint, work_time: float, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="fastapi_hangup")
     block = Block()
     started = anyio.Event()
     work = shielded_work(block, work_time=work_time, timeout=0.2, started=started)
 
-    result = await HangUpClient(guarded_app(entry, work)).get("/work", hang_up_on=started)
+    result = await HangUpClient(entry.app(work)).get("/work", hang_up_on=started)
 
     expected = ["after the block"] if work_time > 0.2 else ["block finished", "after the block"]
     assert block.steps == expected  # never "after the next await"
     assert result.messages == []
-    assert [r.status_code for r in hangup_records(caplog)] == [499]
+    assert [r.__dict__["status_code"] for r in hang_up_records(caplog)] == [499]
 
 
-@every_entry_point
-async def test_shield_and_scope_refuse_use_after_the_request_ended(entry: Entry) -> None:
+async def test_shield_and_scope_refuse_use_after_the_request_ended(entry: EntryPoint) -> None:
     async def work(ctx: CancelOnDisconnect) -> object:
         return {}
 
-    result = await HangUpClient(guarded_app(entry, work)).get("/work")
+    result = await HangUpClient(entry.app(work)).get("/work")
     ctx = result.context
     assert ctx is not None
 
-    with pytest.raises(RuntimeError, match=r"ctx\.shield\(\) was used after its request ended"):
+    # The likely cause, named in the message: a background task that kept the context.
+    ended = r"was used after its request ended.*background task"
+    with pytest.raises(RuntimeError, match=rf"ctx\.shield\(\) {ended}"):
         ctx.shield(timeout=1.0)
-    with pytest.raises(RuntimeError, match=r"ctx\.scope was used after its request ended"):
+    with pytest.raises(RuntimeError, match=rf"ctx\.scope {ended}"):
         _ = ctx.scope
