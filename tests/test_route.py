@@ -1,4 +1,8 @@
-"""``CancellableRoute``: the method policy, whole-request coverage, and transparency.
+"""What is specific to ``CancellableRoute``: the method policy, and the whole request covered
+(dependencies before the endpoint, streaming bodies, the end of the response).
+
+The promises every entry point keeps (hang-up, transparency, lossless bodies, ...) are tested
+once for all four in the feature files, through the ``entry`` fixture.
 
 No ``from __future__ import annotations`` here: the apps are built inside the tests, and
 FastAPI resolves string annotations in the module's globals, where a test's local
@@ -6,7 +10,6 @@ dependencies do not live.
 """
 
 import json
-import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,24 +23,18 @@ from fastapi import (
     BackgroundTasks,
     Depends,
     FastAPI,
-    HTTPException,
     Request,
-    Response,
 )
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from fastapi.responses import FileResponse, StreamingResponse
 
 from fastapi_hangup import (
     ALL_METHODS,
-    CancelCtx,
     CancellableRoute,
-    CancelOnDisconnect,
     cancellable,
     cancellable_route,
 )
 from fastapi_hangup.testing import HangUpClient, RequestResult
-from tests._asgi import BODY_END, RecordingSend, ScriptedReceive, http_scope
-from tests._route_kit import ContextCounter, abandoned_generators_tolerated
+from tests._route_kit import abandoned_generators_tolerated
 
 pytestmark = pytest.mark.anyio
 
@@ -55,10 +52,6 @@ def app_with(router: APIRouter) -> FastAPI:
     app = FastAPI()
     app.include_router(router)
     return app
-
-
-def hang_up_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [record for record in caplog.records if record.name == "fastapi_hangup"]
 
 
 async def assert_stopped_producing(produced: list[int], result: RequestResult) -> None:
@@ -104,21 +97,39 @@ MATRIX = [
     for (router, mark), methods in CANCELLED.items()
     for method in METHODS
 ]
+#: A read and a write per (router, mark): enough to see each policy work in a request.
+REQUESTS = [param for param in MATRIX if param.values[2] in {"GET", "POST"}]
+
+
+def work_router(router_name: str, mark: str, completed: list[str]) -> APIRouter:
+    router = APIRouter(route_class=ROUTERS[router_name])
+
+    async def work(request: Request) -> None:
+        await anyio.sleep(0.3)
+        completed.append(request.method)
+
+    router.api_route("/work", methods=list(METHODS))(MARKS[mark](work))
+    return router
 
 
 @pytest.mark.parametrize(("router_name", "mark", "method", "cancelled"), MATRIX)
+def test_policy_decides_which_methods_are_guarded(
+    router_name: str, mark: str, method: str, cancelled: bool
+) -> None:
+    (route,) = work_router(router_name, mark, []).routes
+    assert isinstance(route, CancellableRoute)
+
+    assert (method in route.cancelled_methods) is cancelled
+
+
+@pytest.mark.parametrize(("router_name", "mark", "method", "cancelled"), REQUESTS)
 async def test_policy_decides_whether_a_hang_up_cancels(
     router_name: str, mark: str, method: str, cancelled: bool
 ) -> None:
-    router = APIRouter(route_class=ROUTERS[router_name])
     completed: list[str] = []
+    app = app_with(work_router(router_name, mark, completed))
 
-    async def work() -> None:
-        await anyio.sleep(0.3)
-        completed.append(method)
-
-    router.api_route("/work", methods=list(METHODS))(MARKS[mark](work))
-    result = await HangUpClient(app_with(router)).request(method, "/work", hang_up_after=0.05)
+    result = await HangUpClient(app).request(method, "/work", hang_up_after=0.05)
 
     assert result.hung_up
     assert result.cancelled is cancelled
@@ -301,142 +312,7 @@ async def test_hang_up_stops_a_big_file_response(tmp_path: Path) -> None:
     assert len(result.body) == 3 * 64 * 1024  # nothing after the third chunk
 
 
-# -- After the response, and after the hang-up ----------------------------------------------
-
-
-@MODES
-async def test_background_tasks_run_to_completion_after_a_complete_response(
-    disconnect: Mode,
-) -> None:
-    done: list[str] = []
-    router = APIRouter(route_class=CancellableRoute)
-
-    async def send_email(to: str) -> None:
-        await anyio.sleep(0.2)  # the disconnect after the response arrives meanwhile
-        done.append(to)
-
-    @router.get("/signup")
-    async def signup(background_tasks: BackgroundTasks) -> dict[str, str]:
-        background_tasks.add_task(send_email, "ann@example.com")
-        return {"status": "ok"}
-
-    result = await HangUpClient(app_with(router), disconnect=disconnect).get("/signup")
-
-    assert result.status_code == 200
-    assert result.body == b'{"status":"ok"}'
-    assert done == ["ann@example.com"]
-    assert result.context is not None
-    assert not result.context.is_cancelled
-
-
-async def test_sync_endpoint_that_finishes_after_the_hang_up_sends_nothing(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="fastapi_hangup")
-    completed: list[str] = []
-    router = APIRouter(route_class=CancellableRoute)
-
-    @router.get("/work")
-    def work() -> dict[str, str]:
-        time.sleep(0.3)  # Python cannot stop a thread: it runs to its end
-        completed.append("work")
-        return {"late": "answer"}
-
-    result = await HangUpClient(app_with(router)).get("/work", hang_up_after=0.05)
-
-    assert completed == ["work"]
-    assert result.cancelled
-    assert result.sent_after_hang_up == []
-    assert result.messages == []
-    assert len(hang_up_records(caplog)) == 1
-
-
-async def test_shielded_endpoint_that_returns_after_the_hang_up_sends_nothing() -> None:
-    written: list[str] = []
-    router = APIRouter(route_class=CancellableRoute)
-
-    @router.get("/work")
-    async def work(ctx: CancelCtx) -> dict[str, str]:
-        with ctx.shield():
-            await anyio.sleep(0.3)
-            written.append("row")
-        return {"late": "answer"}
-
-    result = await HangUpClient(app_with(router)).get("/work", hang_up_after=0.05)
-
-    assert written == ["row"]
-    assert result.cancelled
-    assert result.sent_after_hang_up == []
-
-
-# -- Lossless: the route's watcher never eats a body byte ---------------------------------
-
-
-class Item(BaseModel):
-    name: str
-    tags: list[str]
-
-
-PAUSES = pytest.mark.parametrize("pause", [0.0, 0.05], ids=["reads-at-once", "reads-later"])
-CHUNKS = [os.urandom(n) for n in (1, 4096, 0, 70_000, 17, 65_536, 3)]
-
-
-def body_router() -> APIRouter:
-    """POST routes that read the body each way; POST is guarded on this router."""
-    router = APIRouter(route_class=cancellable_route(methods=ALL_METHODS))
-
-    @router.post("/body")
-    async def whole(request: Request, pause: float = 0.0) -> Response:
-        await anyio.sleep(pause)  # meanwhile the watcher holds the first message
-        return Response(await request.body(), media_type="application/octet-stream")
-
-    @router.post("/stream")
-    async def streamed(request: Request, pause: float = 0.0) -> list[str]:
-        await anyio.sleep(pause)
-        return [chunk.hex() async for chunk in request.stream()]
-
-    @router.post("/model")
-    async def model(item: Item) -> Item:
-        return item
-
-    return router
-
-
-@PAUSES
-async def test_request_body_arrives_whole_through_the_route(pause: float) -> None:
-    client = HangUpClient(app_with(body_router()), disconnect="once")
-
-    result = await client.post(f"/body?pause={pause}", body=CHUNKS)
-
-    assert result.status_code == 200
-    assert result.body == b"".join(CHUNKS)
-    assert result.context is not None  # the body went through the guarded route
-
-
-@PAUSES
-async def test_request_stream_yields_every_chunk_once_in_order_through_the_route(
-    pause: float,
-) -> None:
-    client = HangUpClient(app_with(body_router()), disconnect="once")
-
-    result = await client.post(f"/stream?pause={pause}", body=CHUNKS)
-
-    assert result.status_code == 200
-    # Starlette skips empty messages and ends every stream with one b"".
-    assert json.loads(result.body) == [chunk.hex() for chunk in CHUNKS if chunk] + [""]
-    assert result.context is not None
-
-
-async def test_pydantic_body_parameter_parses_a_multi_chunk_body_through_the_route() -> None:
-    payload = json.dumps({"name": "pen" * 1000, "tags": ["a", "b"]}).encode()
-    chunks = [payload[i : i + 500] for i in range(0, len(payload), 500)]
-    client = HangUpClient(app_with(body_router()), disconnect="once")
-
-    result = await client.post("/model", body=chunks, headers={"content-type": "application/json"})
-
-    assert result.status_code == 200
-    assert json.loads(result.body) == json.loads(payload)
-    assert result.context is not None
+# -- Starlette's own disconnect listener still works ----------------------------------------
 
 
 async def test_starlettes_own_disconnect_listener_still_ends_a_stream() -> None:
@@ -464,45 +340,6 @@ async def test_starlettes_own_disconnect_listener_still_ends_a_stream() -> None:
     assert result.context.is_cancelled  # noticed at once, delivered only after the grace
     assert result.sent_after_hang_up == []
     await assert_stopped_producing(produced, result)
-
-
-# -- One request, one context -----------------------------------------------------------------
-
-
-async def test_ctx_dependency_on_the_route_class_is_the_routes_context() -> None:
-    started = anyio.Event()
-    seen: list[CancelOnDisconnect] = []
-    router = APIRouter(route_class=CancellableRoute)
-
-    @router.get("/work")
-    async def work(ctx: CancelCtx) -> dict[str, str]:
-        seen.append(ctx)
-        started.set()
-        await anyio.sleep(5)
-        return {}
-
-    counter = ContextCounter(app_with(router))
-    result = await HangUpClient(counter).get("/work", hang_up_on=started)
-
-    assert counter.contexts == [seen[0]]  # one context, so one watcher
-    assert result.context is seen[0]
-    assert seen[0].is_cancelled
-
-
-async def test_one_raw_receive_reader_with_the_route_class_and_a_ctx_dependency() -> None:
-    router = APIRouter(route_class=CancellableRoute)
-
-    @router.get("/work")
-    async def work(ctx: CancelCtx) -> dict[str, str]:
-        await anyio.sleep(0.05)  # the watcher is armed meanwhile
-        return {}
-
-    receive = ScriptedReceive([BODY_END])
-    send = RecordingSend()
-    await app_with(router)(http_scope("GET", "/work"), receive, send)
-
-    assert send.status == 200
-    assert receive.max_waiting == 1
 
 
 # -- Where the route class is used ------------------------------------------------------------
@@ -598,106 +435,7 @@ async def test_decorator_deadline_overrides_the_routers_settings() -> None:
     assert result.elapsed < 3
 
 
-# -- Transparent when nothing goes wrong --------------------------------------------------------
-
-
-class Teapot(Exception):
-    pass
-
-
-class Public(BaseModel):
-    name: str
-
-
-def twin_app(route_class: type[CancellableRoute] | None) -> FastAPI:
-    """The same routes, on the route class (every method guarded) or on a plain router."""
-    router = APIRouter() if route_class is None else APIRouter(route_class=route_class)
-
-    @router.get("/missing")
-    async def missing() -> None:
-        raise HTTPException(404, detail="no such thing", headers={"x-why": "test"})
-
-    @router.get("/items/{item_id}")
-    async def item(item_id: int, limit: int = 10) -> dict[str, int]:
-        return {"item_id": item_id, "limit": limit}
-
-    @router.get("/teapot")
-    async def teapot() -> None:
-        raise Teapot()
-
-    @router.get("/public", response_model=Public)
-    async def public() -> dict[str, str]:
-        return {"name": "ann", "password": "secret"}
-
-    @router.post("/created", status_code=201)
-    async def created(response: Response, item: Public) -> Public:
-        response.headers["x-created"] = item.name
-        return item
-
-    @router.get("/boom")
-    async def boom() -> None:
-        raise RuntimeError("boom")
-
-    app = FastAPI()
-
-    @app.exception_handler(Teapot)
-    async def on_teapot(request: Request, exc: Teapot) -> JSONResponse:
-        return JSONResponse({"detail": "I'm a teapot"}, status_code=418)
-
-    app.include_router(router)
-    return app
-
-
-GUARDED = cancellable_route(methods=ALL_METHODS)
-
-
-@pytest.mark.parametrize(
-    ("method", "url", "body", "status"),
-    [
-        pytest.param("GET", "/missing", b"", 404, id="http-exception"),
-        pytest.param("GET", "/items/7?limit=2", b"", 200, id="ok"),
-        pytest.param("GET", "/items/seven", b"", 422, id="path-validation"),
-        pytest.param("GET", "/items/7?limit=x", b"", 422, id="query-validation"),
-        pytest.param("GET", "/teapot", b"", 418, id="custom-handler"),
-        pytest.param("GET", "/public", b"", 200, id="response-model"),
-        pytest.param("POST", "/created", b'{"name":"ann"}', 201, id="status-and-header"),
-        pytest.param("POST", "/created", b'{"nom":"ann"}', 422, id="body-validation"),
-        pytest.param("GET", "/nowhere", b"", 404, id="no-route"),
-    ],
-)
-async def test_route_class_answers_exactly_as_a_plain_router(
-    method: str, url: str, body: bytes, status: int
-) -> None:
-    headers = {"content-type": "application/json"}
-
-    guarded = await HangUpClient(twin_app(GUARDED)).request(method, url, body=body, headers=headers)
-    plain = await HangUpClient(twin_app(None)).request(method, url, body=body, headers=headers)
-
-    assert guarded.status_code == status
-    assert (guarded.status_code, guarded.headers, guarded.body) == (
-        plain.status_code,
-        plain.headers,
-        plain.body,
-    )
-
-
-async def test_route_class_guards_the_transparency_twin() -> None:
-    result = await HangUpClient(twin_app(GUARDED)).get("/missing")
-
-    assert result.context is not None  # the twin comparison really went through a guard
-    assert not result.context.is_cancelled
-
-
-@pytest.mark.parametrize("route_class", [GUARDED, None], ids=["route-class", "plain"])
-async def test_unhandled_error_escapes_as_itself_not_as_an_exception_group(
-    route_class: type[CancellableRoute] | None,
-) -> None:
-    send = RecordingSend()
-
-    with pytest.raises(RuntimeError, match="boom"):
-        await twin_app(route_class)(http_scope("GET", "/boom"), ScriptedReceive([BODY_END]), send)
-
-    assert send.status == 500
+# -- The end of the response, told from what the route sends -------------------------------
 
 
 async def test_client_closing_after_the_last_content_length_byte_is_no_hang_up() -> None:
