@@ -10,6 +10,8 @@ from typing import Any
 import anyio
 from starlette.types import Message
 
+from fastapi_hangup.testing import _http_scope
+
 BODY_END: Message = {"type": "http.request", "body": b"", "more_body": False}
 DISCONNECT: Message = {"type": "http.disconnect"}
 
@@ -90,23 +92,8 @@ class RecordingSend:
 
 
 def http_scope(method: str, path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """A minimal ASGI 3 HTTP scope for ``method path``."""
-    raw_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [*raw_headers, (b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    """A minimal ASGI 3 HTTP scope for ``method path`` (the one ``HangUpClient`` sends)."""
+    return _http_scope(method, path, headers or {})
 
 
 def running_tasks() -> set[object]:

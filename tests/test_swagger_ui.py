@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from tests._helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -81,13 +82,6 @@ def swagger_ui_dist(tmp: Path) -> Path:
     return tmp / "package"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def answers(port: int, path: str) -> bool:
     connection = http.client.HTTPConnection(HOST, port, timeout=1)
     try:
@@ -115,7 +109,7 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def uvicorn_serving_the_app(dist: Path, log: Path) -> Iterator[int]:
     """Serve ``tests.swagger_app:app`` on a free loopback port; yield the port."""
-    port = free_port()
+    port = free_port(HOST)
     env = {
         **os.environ,
         DIST_ENV: str(dist),
