@@ -18,6 +18,7 @@ from fastapi_hangup._fastapi import (
     exit_stacks,
     request_send,
     route_receive,
+    runs_an_endpoint,
 )
 from fastapi_hangup._guard import RequestGuard, current_guard
 from fastapi_hangup._options import DEFAULTS, CancelOptions
@@ -47,9 +48,10 @@ async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
     :class:`ClientDisconnected`.
 
     If the route is a :class:`CancellableRoute` (or the endpoint is ``@cancellable``), the
-    dependency returns that entry point's context: one request has one context. On a
-    websocket route (an app-wide ``dependencies=[Depends(cancel_ctx)]`` reaches those too)
-    it steps aside: the context it gives is never cancelled.
+    dependency returns that entry point's context: one request has one context. Where an
+    app-wide ``dependencies=[Depends(cancel_ctx)]`` reaches more than endpoints, on websocket
+    routes and the files of ``app.frontend()``, it steps aside: the context it gives there
+    is never cancelled.
 
     Raises:
         RuntimeError: outside a FastAPI route (for example, called by hand).
@@ -117,14 +119,14 @@ def _open(connection: HTTPConnection, options: CancelOptions) -> CancelOnDisconn
     existing = current_guard(scope)
     if existing is not None:
         return existing.ctx
-    if scope["type"] != "http":
-        return _inert(connection)
     stacks = exit_stacks(scope)
     if stacks is None:
         raise RuntimeError(
             "cancel_ctx must be solved by FastAPI for a route: declare it as "
             "`ctx: CancelCtx` or `Depends(cancel_ctx)` in a path operation, not call it yourself."
         )
+    if scope["type"] != "http" or not runs_an_endpoint(scope):
+        return _inert(connection)  # a websocket, or app.frontend()'s files: nothing to stop
     request_stack, function_stack = stacks
     request = cast(Request, connection)
     guard = RequestGuard(scope, request.receive, options, body_read=body_read(request))

@@ -19,6 +19,7 @@ from fastapi.dependencies.models import (
     _is_coroutine_callable,
     _is_gen_callable,
 )
+from fastapi.routing import APIRoute
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
@@ -36,6 +37,18 @@ def exit_stacks(scope: Scope) -> tuple[AsyncExitStack, AsyncExitStack] | None:
     if isinstance(request_stack, AsyncExitStack) and isinstance(function_stack, AsyncExitStack):
         return request_stack, function_stack
     return None
+
+
+def runs_an_endpoint(scope: Scope) -> bool:
+    """Whether the dependencies being solved belong to an endpoint (an ``APIRoute``).
+
+    Only there does FastAPI close the function stack when the endpoint returns, before the
+    response is sent (``request_response``). The low-priority routes of ``app.frontend()``
+    solve the app's dependencies too, but keep both stacks open while the file is sent
+    (``_solve_dependencies``): a guard there could not tell the end of the response from a
+    hang-up. Starlette's router sets ``scope["route"]`` when a route matches.
+    """
+    return isinstance(scope.get("route"), APIRoute)
 
 
 def route_receive(request: Request, receive: Receive) -> None:

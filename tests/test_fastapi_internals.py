@@ -1,0 +1,168 @@
+"""Pins every FastAPI, Starlette and anyio internal that fastapi-hangup relies on.
+
+When one of these fails after an upgrade, the function of the same name in
+``fastapi_hangup/_fastapi.py`` (or ``_backend.py``) needs a look; nothing else should.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import Message
+
+from fastapi_hangup import _fastapi
+from fastapi_hangup._backend import is_innermost
+from tests._asgi import BODY_END, DISCONNECT, RecordingSend, ScriptedReceive, http_scope
+
+pytestmark = pytest.mark.anyio
+
+
+async def run(app: FastAPI, method: str = "GET", path: str = "/") -> RecordingSend:
+    send = RecordingSend()
+    with anyio.fail_after(5):
+        await app(http_scope(method, path), ScriptedReceive([BODY_END]), send)
+    return send
+
+
+async def test_dependencies_see_both_exit_stacks_and_the_api_route() -> None:
+    seen: dict[str, object] = {}
+
+    async def look(request: Request) -> None:
+        seen["stacks"] = _fastapi.exit_stacks(request.scope)
+        seen["endpoint"] = _fastapi.runs_an_endpoint(request.scope)
+
+    app = FastAPI()
+
+    @app.get("/", dependencies=[Depends(look)])
+    async def endpoint() -> None: ...
+
+    assert (await run(app)).status == 200
+    assert seen["stacks"] is not None
+    assert seen["endpoint"] is True
+
+
+async def test_request_reads_through_its_private_receive_and_keeps_the_route_send() -> None:
+    seen: list[Message] = []
+
+    async def replacement() -> Message:
+        seen.append(BODY_END)
+        return {"type": "http.request", "body": b"replaced", "more_body": False}
+
+    app = FastAPI()
+
+    @app.post("/")
+    async def endpoint(request: Request) -> dict[str, object]:
+        _fastapi.route_receive(request, replacement)
+        body = await request.body()
+        return {"body": body.decode(), "read": _fastapi.body_read(request)}
+
+    send = await run(app, "POST")
+    assert send.messages[1]["body"] == b'{"body":"replaced","read":true}'
+    assert seen
+
+
+async def test_request_send_is_the_routes_own_send() -> None:
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(request: Request) -> Response:
+        await _fastapi.request_send(request)({"type": "http.response.start", "status": 299})
+        await _fastapi.request_send(request)({"type": "http.response.body", "body": b""})
+        return Response(status_code=204)
+
+    send = await run(app)
+    assert send.messages[0]["status"] == 299  # it reached the client, outside FastAPI's reply
+
+
+async def test_is_disconnected_peeks_in_a_cancelled_scope() -> None:
+    probes: list[bool] = []
+
+    async def receive() -> Message:
+        probes.append(_fastapi.is_disconnect_probe())
+        return DISCONNECT
+
+    request = Request(http_scope("GET", "/"), receive)
+    assert await request.is_disconnected() is True
+    assert probes == [True]
+    assert _fastapi.is_disconnect_probe() is False
+
+
+async def test_late_handler_lands_in_the_running_handler_table() -> None:
+    class Boom(Exception):
+        pass
+
+    async def quiet(request: Request, exc: Exception) -> Response:
+        return Response(status_code=218)
+
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(request: Request) -> None:
+        _fastapi.add_handler_late(request.scope, Boom, quiet)
+        raise Boom
+
+    assert (await run(app)).status == 218
+
+
+def test_user_middleware_lists_base_http_middleware() -> None:
+    app = FastAPI()
+    assert not _fastapi.behind_base_http_middleware({"app": app})
+
+    @app.middleware("http")
+    async def passthrough(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        return await call_next(request)
+
+    assert _fastapi.behind_base_http_middleware({"app": app})
+    assert any(m.cls == BaseHTTPMiddleware for m in app.user_middleware)  # type: ignore[comparison-overlap]
+
+
+def test_included_router_keeps_its_routes() -> None:
+    router = APIRouter()
+
+    @router.get("/inner")
+    async def inner_endpoint() -> None: ...
+
+    app = FastAPI()
+    app.include_router(router, prefix="/outer")
+
+    found = [_fastapi.included_routes(route) for route in app.routes]
+    inner = [routes for routes in found if routes]
+    assert len(inner) == 1
+    assert [route.path for route in inner[0]] == ["/inner"]
+
+
+def test_fastapi_classifies_callables_as_we_rely_on() -> None:
+    async def coroutine() -> None: ...
+
+    def plain() -> None: ...
+
+    async def agen() -> Any:
+        yield
+
+    class AsyncCall:
+        async def __call__(self) -> None: ...
+
+    assert _fastapi.is_coroutine_callable(coroutine)
+    assert _fastapi.is_coroutine_callable(AsyncCall())
+    assert not _fastapi.is_coroutine_callable(plain)
+    assert _fastapi.is_generator_callable(agen)
+    assert not _fastapi.is_generator_callable(plain)
+
+
+async def test_innermost_cancel_scope_is_told_on_this_backend() -> None:
+    with anyio.CancelScope() as outer:
+        await anyio.lowlevel.checkpoint()
+        assert is_innermost(outer)
+        with anyio.CancelScope() as inner:
+            await anyio.lowlevel.checkpoint()
+            assert is_innermost(inner)
+            assert not is_innermost(outer)
+        assert is_innermost(outer)
