@@ -57,3 +57,19 @@ def test_cancel_ctx_alias_is_annotated_context_with_depends_on_cancel_ctx() -> N
 
 def test_package_ships_py_typed() -> None:
     assert (Path(fastapi_hangup.__file__).parent / "py.typed").is_file()
+
+
+def test_context_offers_handlers_only_what_they_call() -> None:
+    public = sorted(name for name in dir(CancelOnDisconnect) if not name.startswith("_"))
+    assert public == [
+        "cause",
+        "check",
+        "deadline",
+        "is_cancelled",
+        "on_cancel",
+        "remaining",
+        "run_in_process",
+        "run_sync",
+        "scope",
+        "shield",
+    ]
