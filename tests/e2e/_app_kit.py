@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
+from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
@@ -80,9 +81,12 @@ async def _ready() -> dict[str, bool]:
     return {"ready": True}
 
 
-def make_app(lifespan: Lifespan | None = None) -> FastAPI:
-    """A FastAPI app with request ids in its log records, loud errors and ``GET /ready``."""
-    app = FastAPI(lifespan=lifespan)
+def make_app(lifespan: Lifespan | None = None, **options: Any) -> FastAPI:
+    """A FastAPI app with request ids in its log records, loud errors and ``GET /ready``.
+
+    ``options`` go to ``FastAPI()`` (``dependencies=[...]``).
+    """
+    app = FastAPI(lifespan=lifespan, **options)
     app.add_middleware(_RequestIdMiddleware)
     app.add_exception_handler(Exception, _print_unhandled)
     app.add_api_route("/ready", _ready)

@@ -117,3 +117,25 @@ def assert_whole_stream(server: ServerView, events: EventLog, rid: str, response
     end = events.wait_for(rid, "end")
     assert end == {**end, "exc": None, "sent": 5, "cancelled": False}
     assert hang_up_records(server, rid) == []
+
+
+def assert_hang_up_cancels_quietly(
+    server: ServerView,
+    events: EventLog,
+    target: str,
+    *,
+    cancelled: bool | None = True,
+) -> str:
+    """Hang up (FIN) on a ``GET target`` mid-work: the :func:`~._app_kit.work` is cancelled
+    within :data:`PROMPT`, and the request ends quietly (:func:`assert_ended_quietly`).
+
+    ``cancelled`` is what the endpoint's context says at the end (None: it has none).
+    Returns the request id.
+    """
+    rid, start, closed_at = hang_up_mid_request(server.port, events, target)
+    end = events.wait_for(rid, "end", timeout=5.0)
+    assert_cancelled_promptly(
+        start, end, closed_at, f"{server.server.name} {target}: cancelled", cancelled=cancelled
+    )
+    assert_ended_quietly(server, rid, f"GET {target.partition('?')[0]}")
+    return rid

@@ -19,6 +19,7 @@ class HasLog(Protocol):
 TROUBLE = (
     "Traceback",
     "Exception in ASGI application",
+    "No response returned",
     "Error in ASGI",
     "response already started",
     "returned without starting response",
