@@ -31,7 +31,8 @@ class ReceiveArbiter:
     The watcher holds at most one unread body message. While a non-final body message waits
     for its reader the watcher pauses (upload backpressure is kept, a hang-up is noticed once
     the reader takes the message). The final body message is held while the watcher goes on
-    listening, because after it only ``http.disconnect`` can come.
+    listening, because after it only ``http.disconnect`` can come. An empty non-final body
+    message carries no byte and is passed over.
     """
 
     __slots__ = (
@@ -141,9 +142,15 @@ class ReceiveArbiter:
                         self._notify()
                         self._on_disconnect()
                         return
+                    more = message.get("more_body", False)
+                    if more and not message.get("body"):
+                        # An empty chunk carries nothing (Starlette's readers skip it), and
+                        # waiting for someone to take it would leave the client's body stream
+                        # half-read when nobody does (httpx's ASGITransport sends one first).
+                        continue
                     self._unread = message
                     self._notify()
-                    if message.get("more_body", False):
+                    if more:
                         self._taken = anyio.Event()
                         await self._taken.wait()
                         self._taken = None
