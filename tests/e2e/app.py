@@ -13,10 +13,11 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import anyio
 import sniffio
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from fastapi_hangup import CancelCtx, CancellableRoute, CancelOnDisconnect
@@ -143,6 +144,77 @@ async def guarded_stream(
     raw ``receive``: that listener, not fastapi-hangup, stops the stream after a hang-up.
     """
     return StreamingResponse(_ticks(rid, ctx, count, interval), media_type="text/plain")
+
+
+@app.post("/guarded/expect")
+async def guarded_expect(rid: str, ctx: CancelCtx) -> dict[str, str | bool]:
+    """Never reads its body: 0.3 s of work, then 200 (for ``Expect: 100-continue``)."""
+    record(rid, "start")
+    await anyio.sleep(0.3)  # the hang-up watcher would be armed here
+    record(rid, "end", cancelled=ctx.is_cancelled, exc=None)
+    return {"rid": rid, "cancelled": ctx.is_cancelled}
+
+
+@app.post("/unguarded/expect")
+async def unguarded_expect(rid: str) -> dict[str, str | bool]:
+    """The same without fastapi-hangup: what the server does on its own."""
+    record(rid, "start")
+    await anyio.sleep(0.3)
+    record(rid, "end", cancelled=None, exc=None)
+    return {"rid": rid, "cancelled": False}
+
+
+async def _task_group_held(rid: str) -> AsyncIterator[None]:
+    """Keeps a task group (a cancel scope of its own) open across its ``yield``."""
+    try:
+        async with anyio.create_task_group():
+            yield
+    except BaseException as exc:
+        record(rid, "held-exit", exc=qualified(type(exc)))
+        raise
+    record(rid, "held-exit", exc=None)
+
+
+async def _cancel_scope_held(rid: str) -> AsyncIterator[None]:
+    """Keeps a bare cancel scope open across its ``yield``."""
+    try:
+        with anyio.CancelScope():
+            yield
+    except BaseException as exc:
+        record(rid, "held-exit", exc=qualified(type(exc)))
+        raise
+    record(rid, "held-exit", exc=None)
+
+
+@app.get(
+    "/nested/function-cancel-scope",
+    dependencies=[Depends(_cancel_scope_held, scope="function")],
+)
+async def nested_function_cancel_scope(
+    rid: str, ctx: CancelCtx, seconds: float = 30.0
+) -> dict[str, str]:
+    """The same as ``/nested/function`` with a cancel scope instead of a task group."""
+    await work(rid, seconds, ctx)
+    return {"rid": rid}
+
+
+@app.get("/nested/function", dependencies=[Depends(_task_group_held, scope="function")])
+async def nested_function(rid: str, ctx: CancelCtx, seconds: float = 30.0) -> dict[str, str]:
+    """A function-scoped yield dependency solved before ``ctx`` holds a task group open."""
+    await work(rid, seconds, ctx)
+    return {"rid": rid}
+
+
+@app.get("/nested/request")
+async def nested_request(
+    rid: str,
+    ctx: CancelCtx,
+    held: Annotated[None, Depends(_task_group_held)],
+    seconds: float = 30.0,
+) -> dict[str, str]:
+    """A request-scoped one solved after ``ctx`` does: the scope ends with the request."""
+    await work(rid, seconds, ctx)
+    return {"rid": rid}
 
 
 streaming = APIRouter(route_class=CancellableRoute)

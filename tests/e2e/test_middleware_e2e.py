@@ -35,9 +35,7 @@ each_entry_point = pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_hang_up_behind_base_http_middleware_cancels_quietly(
     server: ServerView, events: EventLog, entry: str
 ) -> None:
-    assert_hang_up_cancels_quietly(
-        server, events, ENTRY_POINTS[entry], cancelled=CANCELLED[entry]
-    )
+    assert_hang_up_cancels_quietly(server, events, ENTRY_POINTS[entry], cancelled=CANCELLED[entry])
 
 
 @pytest.mark.check('behind @app.middleware("http"): an answer passes untouched', table=TABLE)
