@@ -122,10 +122,13 @@ class ReceiveArbiter:
                 raise self._error
             if self._state is _State.STOPPED:
                 return await self._raw()
-            self.arm()
             if self._changed is None:
                 self._changed = anyio.Event()
-            await self._changed.wait()
+            changed = self._changed
+            # Under an eager task factory the watcher runs inside arm() up to its first real
+            # wait, and may have notified already: the event made before it tells.
+            self.arm()
+            await changed.wait()
 
     def _notify(self) -> None:
         if self._changed is not None:

@@ -13,15 +13,8 @@ from fastapi import Depends, Request, params
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._dependency import CancelCtx, cancel_ctx, dependency_for
 from fastapi_hangup._exceptions import ClientDisconnected
-from fastapi_hangup._fastapi import (
-    add_handler_late,
-    body_read,
-    is_coroutine_callable,
-    is_generator_callable,
-    request_send,
-    route_receive,
-)
-from fastapi_hangup._guard import RequestGuard, current_guard
+from fastapi_hangup._fastapi import is_coroutine_callable, is_generator_callable, request_send
+from fastapi_hangup._guard import current_guard, guard_request
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import (
     CancelPolicy,
@@ -30,7 +23,7 @@ from fastapi_hangup._policy import (
     normalize_methods,
     policy_of,
 )
-from fastapi_hangup._quiet import QUIET_HANDLER, answer_middleware
+from fastapi_hangup._quiet import answer_middleware
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -167,11 +160,8 @@ async def _call_guarded(
     scope = request.scope
     if current_guard(scope) is not None:
         return await call()
-    guard = RequestGuard(scope, request.receive, policy.options, body_read=body_read(request))
-    route_receive(request, guard.receive)
-    add_handler_late(scope, ClientDisconnected, QUIET_HANDLER)
     try:
-        async with guard:
+        async with guard_request(request, policy.options):
             return await call()
     except ClientDisconnected:
         await answer_middleware(scope, request.receive, request_send(request))

@@ -12,18 +12,11 @@ from starlette.requests import HTTPConnection
 from fastapi_hangup._backend import is_innermost, new_cancel_scope
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected
-from fastapi_hangup._fastapi import (
-    add_handler_late,
-    body_read,
-    exit_stacks,
-    request_send,
-    route_receive,
-    runs_an_endpoint,
-)
-from fastapi_hangup._guard import RequestGuard, current_guard
+from fastapi_hangup._fastapi import exit_stacks, request_send, runs_an_endpoint
+from fastapi_hangup._guard import RequestGuard, current_guard, guard_request
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import DEPENDENCY_MARK
-from fastapi_hangup._quiet import QUIET_HANDLER, answer_middleware
+from fastapi_hangup._quiet import answer_middleware
 
 Dependency = Callable[[HTTPConnection], Awaitable[CancelOnDisconnect]]
 _Exit = Callable[
@@ -129,11 +122,7 @@ def _open(connection: HTTPConnection, options: CancelOptions) -> CancelOnDisconn
         return _inert(connection)  # a websocket, or app.frontend()'s files: nothing to stop
     request_stack, function_stack = stacks
     request = cast(Request, connection)
-    guard = RequestGuard(scope, request.receive, options, body_read=body_read(request))
-    # Every reader of this request (request.body(), .stream(), .form(), is_disconnected())
-    # goes through the guard from now on, so the watcher can never steal a body message.
-    route_receive(request, guard.receive)
-    add_handler_late(scope, ClientDisconnected, QUIET_HANDLER)
+    guard = guard_request(request, options)
     ctx = guard.enter()
     request_stack.push_async_exit(_exit_request(guard, request))
     function_stack.push_async_exit(_exit_function(guard, request))

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import cast
 
 import anyio
+from fastapi import Request
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
@@ -32,8 +33,10 @@ from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
+from fastapi_hangup._fastapi import add_handler_late, body_read, route_receive
 from fastapi_hangup._log import log_stopped
 from fastapi_hangup._options import DEFAULTS, CancelOptions
+from fastapi_hangup._quiet import QUIET_HANDLER
 
 #: Where the one guard of a request lives in the ASGI scope, so every entry point shares it.
 SCOPE_KEY = "fastapi_hangup.guard"
@@ -51,6 +54,20 @@ _APP_CANCELLED = (
 def current_guard(scope: Scope) -> RequestGuard | None:
     """The guard of the request, if an entry point has made one."""
     return cast("RequestGuard | None", scope.get(SCOPE_KEY))
+
+
+def guard_request(request: Request, options: CancelOptions) -> RequestGuard:
+    """A guard for a request that FastAPI already reads (the dependency, the decorator).
+
+    Every reader of the request (``request.body()``, ``.stream()``, ``.form()``,
+    ``is_disconnected()``) goes through the guard from then on, so the watcher can never
+    steal a body message; and the quiet handler is in place for the ending error.
+    """
+    scope = request.scope
+    guard = RequestGuard(scope, request.receive, options, body_read=body_read(request))
+    route_receive(request, guard.receive)
+    add_handler_late(scope, ClientDisconnected, QUIET_HANDLER)
+    return guard
 
 
 class RequestGuard:
