@@ -15,7 +15,7 @@ class ClientDisconnected(Exception):
     because nobody is left to read a response.
     """
 
-    def __init__(self, message: str = "the client disconnected before the response was complete"):
+    def __init__(self, message: str = "the client hung up before the response was complete"):
         super().__init__(message)
 
 

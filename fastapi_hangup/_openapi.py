@@ -19,7 +19,7 @@ EXTENSION = "x-cancel-on-disconnect"
 STATUS_499 = {
     "description": (
         "Client Closed Request: the server stopped working on this request because the "
-        "client disconnected. The client never receives this status; it appears in logs."
+        "client hung up. The client never receives this status; it appears in logs."
     )
 }
 
@@ -34,7 +34,7 @@ def extension_value(methods: Iterable[str]) -> dict[str, Any]:
     return {
         "methods": sorted(methods),
         "description": (
-            "If the client disconnects before the response is complete, the server stops "
+            "If the client hangs up before the response is complete, the server stops "
             "working on the request."
         ),
     }

@@ -28,12 +28,12 @@ from fastapi_hangup import (
 
 EXTENSION = "x-cancel-on-disconnect"
 EXTENSION_DESCRIPTION = (
-    "If the client disconnects before the response is complete, the server stops working "
+    "If the client hangs up before the response is complete, the server stops working "
     "on the request."
 )
 STATUS_499 = {
     "description": "Client Closed Request: the server stopped working on this request because "
-    "the client disconnected. The client never receives this status; it appears in logs."
+    "the client hung up. The client never receives this status; it appears in logs."
 }
 MARK_TAGS = {"cancellable", "hangup"}
 

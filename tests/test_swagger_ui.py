@@ -229,7 +229,7 @@ def test_swagger_ui_shows_the_499_response_of_the_cancellable_operation(dom: str
     assert list(responses) == ["200", "422", "499"]
     assert responses["499"].startswith(
         "499 Client Closed Request: the server stopped working on this request because the "
-        "client disconnected."
+        "client hung up."
     )
 
 
