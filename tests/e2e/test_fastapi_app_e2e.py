@@ -86,11 +86,11 @@ def test_expect_continue_on_a_guarded_endpoint_that_never_reads_its_body(
     rid = new_request_id()
 
     responses = post_expecting_continue(server, f"/guarded/expect?rid={rid}")
+    log = settled_log(server)  # the request's last words are this test's, whatever happens
 
     assert statuses(responses) == [200], responses
     assert responses[0].json() == {"rid": rid, "cancelled": False}
     assert events.wait_for(rid, "end")["cancelled"] is False
-    log = settled_log(server)
     assert hang_up_records(server, rid) == [], log
     assert trouble_in(log) == [], log
 
@@ -106,8 +106,13 @@ def test_expect_continue_answer_is_the_unguarded_twins(
 
     control = outcome(server, f"/unguarded/expect?rid={unguarded_rid}")
     guarded = outcome(server, f"/guarded/expect?rid={guarded_rid}")
+    # The answer is the point here, not the log: hypercorn-trio at times fails to end such a
+    # response (trio.BusyResourceError), guarded or not. Its traceback stays in this test.
+    log = settled_log(server)
 
-    print(f"{server.server.name}: unguarded {control}, guarded {guarded}")
+    print(
+        f"{server.server.name}: unguarded {control}, guarded {guarded}; trouble: {trouble_in(log)}"
+    )
     assert guarded == control
     if control != "no answer":  # daphne: neither endpoint ever starts
         assert control[-1] == 200
