@@ -13,8 +13,13 @@ from fastapi import Depends, Request, params
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._dependency import CancelCtx, cancel_ctx, dependency_for
 from fastapi_hangup._exceptions import ClientDisconnected
-from fastapi_hangup._fastapi import is_coroutine_callable, is_generator_callable, request_send
-from fastapi_hangup._guard import current_guard, guard_request
+from fastapi_hangup._fastapi import (
+    exit_stacks,
+    is_coroutine_callable,
+    is_generator_callable,
+    request_send,
+)
+from fastapi_hangup._guard import RequestGuard, current_guard, guard_request
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import (
     CancelPolicy,
@@ -160,12 +165,23 @@ async def _call_guarded(
     scope = request.scope
     if current_guard(scope) is not None:
         return await call()
+    guard = guard_request(request, policy.options)
+    stacks = exit_stacks(scope)
+    if stacks is not None:  # unwrap what a dependency's task group wraps on its way out
+        stacks[0].push(functools.partial(_unwrap, guard))
     try:
-        async with guard_request(request, policy.options):
+        async with guard:
             return await call()
     except ClientDisconnected:
         await answer_middleware(scope, request.receive, request_send(request))
         raise
+
+
+def _unwrap(guard: RequestGuard, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+    ending = guard.unwrapped(exc)
+    if ending is not None:
+        raise ending
+    return False
 
 
 def _sync_wrapper(func: Callable[..., T]) -> Callable[..., T]:

@@ -155,7 +155,12 @@ def _exit_request(guard: RequestGuard, request: Request) -> _Exit:
     async def exit_request(
         exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        return False if guard.exited else await _leave(guard, request, exc)
+        if not guard.exited:
+            return await _leave(guard, request, exc)
+        ending = guard.unwrapped(exc)
+        if ending is not None:
+            raise ending  # a yield dependency's task group wrapped it: handlers see it again
+        return False
 
     return exit_request
 

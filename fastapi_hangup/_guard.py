@@ -44,6 +44,7 @@ SCOPE_KEY = "fastapi_hangup.guard"
 #: (``fastapi_hangup.testing`` uses it to hand the context to your test).
 OBSERVER_KEY = "fastapi_hangup.observer"
 
+_STOPPED = (ClientDisconnected, DeadlineExceeded, ClientDisconnect)
 _APP_CANCELLED = (
     "ctx.scope was cancelled by the application, not by a hang-up, so the endpoint produced "
     "no response. To give up on a piece of work, wrap just that piece in "
@@ -88,6 +89,7 @@ class RequestGuard:
         "_asgi_scope",
         "_body_read",
         "_deadline_hit",
+        "_ending",
         "_exited",
         "_hung_up_at",
         "_loop_deadline",
@@ -123,6 +125,7 @@ class RequestGuard:
         self._deadline_hit = False
         self._hung_up_at: float | None = None
         self._exited = False
+        self._ending: Exception | None = None  # what the guard raised to end the request
 
     @property
     def hung_up(self) -> bool:
@@ -133,6 +136,18 @@ class RequestGuard:
     def exited(self) -> bool:
         """Whether the guard has been left (its cancel scope is closed)."""
         return self._exited
+
+    def unwrapped(self, exc: BaseException | None) -> Exception | None:
+        """The exception that ended the request, if ``exc`` is a group of it alone.
+
+        A yield dependency that holds a task group across its ``yield`` wraps whatever
+        passes it in an ``ExceptionGroup``, which no exception handler matches.
+        """
+        ending = self._ending
+        if ending is None or not isinstance(exc, BaseExceptionGroup):
+            return None
+        match, rest = exc.split(lambda e: e is ending)
+        return ending if match is not None and rest is None else None
 
     async def __aenter__(self) -> CancelOnDisconnect:
         return self.enter()
@@ -255,8 +270,12 @@ class RequestGuard:
         if isinstance(exc, anyio.get_cancelled_exc_class()):
             ctx._cause = ctx._cause or CancelCause.SERVER_SHUTDOWN
             return False  # a cancellation from outside must propagate
-        # ctx.check() raised, or a body reader got the replayed disconnect first.
-        stopped = isinstance(exc, ClientDisconnected | DeadlineExceeded | ClientDisconnect)
+        # ctx.check() raised, or a body reader got the replayed disconnect first (possibly
+        # wrapped by a yield dependency's task group on the way).
+        if isinstance(exc, BaseExceptionGroup):
+            stopped = exc.split(_STOPPED)[1] is None
+        else:
+            stopped = isinstance(exc, _STOPPED)
         return stopped and (ctx._cause is not None or passed)
 
     def _ending_error(self, cause: CancelCause) -> Exception:
@@ -264,10 +283,12 @@ class RequestGuard:
         ran = time.monotonic() - self._started_at
         if cause is CancelCause.DEADLINE_EXCEEDED:
             log_stopped(self._asgi_scope, cause, 504, "Deadline Exceeded", ran, None)
-            return DeadlineExceeded(self.ctx._budget or 0)
-        left = None if self._hung_up_at is None else self._hung_up_at - self._started_at
-        log_stopped(self._asgi_scope, cause, 499, "Client Closed Request", ran, left)
-        return ClientDisconnected()
+            self._ending = DeadlineExceeded(self.ctx._budget or 0)
+        else:
+            left = None if self._hung_up_at is None else self._hung_up_at - self._started_at
+            log_stopped(self._asgi_scope, cause, 499, "Client Closed Request", ran, left)
+            self._ending = ClientDisconnected()
+        return self._ending
 
     def _watch(self) -> None:
         if self.ctx._working and not self._awaits_continue():
