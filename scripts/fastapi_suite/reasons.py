@@ -29,10 +29,14 @@ def describe(exc: BaseException) -> str:
 
 
 def from_text(text: str) -> str:
-    """The first ``E`` line of a pytest report (the exception), else its first line."""
-    lines = text.splitlines()
+    """The exception's line in a report's text: pytest's first ``E`` line, else the last
+    unindented line (a native traceback ends with the exception)."""
+    lines = [line for line in text.splitlines() if line.strip()]
     errors = [line[1:] for line in lines if line.startswith("E ")]
-    return shorten(first_line("\n".join(errors or lines)))
+    if errors:
+        return shorten(first_line("\n".join(errors)))
+    unindented = [line for line in lines if not line[0].isspace()]
+    return shorten(unindented[-1] if unindented else first_line(text))
 
 
 def first_line(text: str) -> str:

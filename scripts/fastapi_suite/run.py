@@ -40,8 +40,10 @@ from scripts.fastapi_suite.environment import REPO, Suite
 MODES = tuple(mode for mode in ALL_MODES if mode != "baseline")
 # The plugin, importable by this name with scripts/ on PYTHONPATH (FastAPI's checkout has a
 # scripts/ of its own); no pytest-sugar, whose progress bar would fill the log.
-# --continue-on-collection-errors: a module that fails to import is a result, not the end.
-PYTEST_OPTIONS = ["-p", "fastapi_suite.plugin", "-p", "no:sugar", "-q", "--tb=short"]
+# --continue-on-collection-errors: a module that fails to import is a result, not the end;
+# --tb=native: pytest's own tracebacks of a failure through Starlette and anyio take it
+# about a second each, Python's a tenth of that.
+PYTEST_OPTIONS = ["-p", "fastapi_suite.plugin", "-p", "no:sugar", "-q", "--tb=native"]
 PYTEST_OPTIONS += ["--continue-on-collection-errors"]
 # Pytest exit codes that leave a full record: all passed, some failed, none selected.
 RECORDED = (0, 1, 5)
