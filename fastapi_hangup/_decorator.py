@@ -193,21 +193,14 @@ def _sync_wrapper(func: Callable[..., T]) -> Callable[..., T]:
 
 
 def _streaming_wrapper(func: Callable[..., T], policy: CancelPolicy) -> Callable[..., T]:
-    # FastAPI still sees a generator endpoint (it unwraps __wrapped__); the body is streamed
-    # after the endpoint function returns, which only the route class can cover.
+    # FastAPI still sees a generator endpoint (it unwraps __wrapped__). Its body is streamed
+    # after the endpoint function returns, which only the route class can guard; on a plain
+    # router Starlette's own disconnect listener stops the stream, as without the decorator.
     own = _request_param(func)
 
     def endpoint(*args: Any, **kwargs: Any) -> T:
-        request: Request | None = kwargs.get(own) if own else kwargs.pop(_REQUEST_PARAM, None)
-        if request is not None and _wanted(policy, request):
-            guard = current_guard(request.scope)
-            if guard is None or not guard.covers_response:
-                raise TypeError(
-                    f"@cancellable on the streaming endpoint {_name(func)} needs the route "
-                    "class: its body is sent after the endpoint function returns, so only a "
-                    "route-level guard can stop it. Create the router with "
-                    "APIRouter(route_class=CancellableRoute)."
-                )
+        if not own:
+            kwargs.pop(_REQUEST_PARAM, None)
         return func(*args, **kwargs)
 
     return endpoint

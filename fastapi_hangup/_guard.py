@@ -45,6 +45,7 @@ SCOPE_KEY = "fastapi_hangup.guard"
 OBSERVER_KEY = "fastapi_hangup.observer"
 
 _STOPPED = (ClientDisconnected, DeadlineExceeded, ClientDisconnect)
+_TIMER_SLACK = 0.001  # seconds a timer may fire before its deadline
 _APP_CANCELLED = (
     "ctx.scope was cancelled by the application, not by a hang-up, so the endpoint produced "
     "no response. To give up on a piece of work, wrap just that piece in "
@@ -276,7 +277,15 @@ class RequestGuard:
             stopped = exc.split(_STOPPED)[1] is None
         else:
             stopped = isinstance(exc, _STOPPED)
+        if isinstance(exc, TimeoutError) and self._at_deadline():
+            return True  # a timeout of the work's own, set to what the budget had left
         return stopped and (ctx._cause is not None or passed)
+
+    def _at_deadline(self) -> bool:
+        # `anyio.fail_after(ctx.remaining())` ends where the budget does, and its timer may
+        # fire a little before the guard's own (uvloop runs timers up to ~0.1 ms early).
+        deadline = self.ctx._deadline
+        return deadline is not None and time.monotonic() >= deadline - _TIMER_SLACK
 
     def _ending_error(self, cause: CancelCause) -> Exception:
         """Log the abandoned request once and return the exception that ends it."""

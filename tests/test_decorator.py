@@ -372,25 +372,29 @@ def streaming_router(route_class: type[CancellableRoute] | None, produced: list[
     return app
 
 
-@pytest.mark.parametrize("path", ["/lines", "/sync-lines"])
-async def test_decorated_generator_on_a_plain_router_fails_naming_the_route_class(
-    path: str,
-) -> None:
+async def test_decorated_generator_on_a_plain_router_streams_as_undecorated() -> None:
     produced: list[int] = []
     app = streaming_router(None, produced)
-    send = RecordingSend()
 
-    with pytest.raises(TypeError, match=r"needs the route class") as raised:
-        await app(http_scope("GET", path), ScriptedReceive([BODY_END]), send)
+    result = await HangUpClient(app).get("/lines?count=3")
 
-    assert "APIRouter(route_class=CancellableRoute)" in str(raised.value)
-    assert produced == []  # it failed before streaming anything
-    assert send.status == 500
+    assert result.status_code == 200
+    assert result.body.splitlines() == [f'{{"line":{n}}}'.encode() for n in range(3)]
+    assert result.context is None  # nothing guards it: the route class would
 
 
-async def test_decorated_generator_with_ctx_on_a_plain_router_fails_naming_the_route_class() -> (
-    None
-):
+async def test_decorated_generator_on_a_plain_router_stops_by_starlettes_own_listener() -> None:
+    produced: list[int] = []
+    app = streaming_router(None, produced)
+
+    with abandoned_generators_tolerated():  # as without the decorator: Starlette's own way
+        result = await HangUpClient(app).get("/lines", hang_up_after_body_chunks=2)
+
+    assert result.hung_up
+    assert len(produced) < 1000  # Starlette's disconnect listener ended the stream
+
+
+async def test_decorated_generator_with_ctx_on_a_plain_router_streams() -> None:
     app = FastAPI()
 
     @app.get("/lines")
@@ -399,8 +403,10 @@ async def test_decorated_generator_with_ctx_on_a_plain_router_fails_naming_the_r
         for line in range(3):
             yield {"line": line}
 
-    with pytest.raises(TypeError, match=r"needs the route class"):
-        await app(http_scope("GET", "/lines"), ScriptedReceive([BODY_END]), RecordingSend())
+    result = await HangUpClient(app).get("/lines")
+
+    assert result.status_code == 200
+    assert result.body.splitlines() == [f'{{"line":{n}}}'.encode() for n in range(3)]
 
 
 async def test_decorated_generator_on_the_route_class_streams_when_the_client_stays() -> None:

@@ -13,7 +13,7 @@ import anyio
 import pytest
 from fastapi import Depends, FastAPI
 
-from fastapi_hangup import CancelCtx, CancelOnDisconnect, cancellable
+from fastapi_hangup import CancelCtx, CancelOnDisconnect, cancel_ctx_with, cancellable
 from fastapi_hangup.testing import HangUpClient, assert_cancelled, assert_not_cancelled
 from tests._asgi import BODY_END, RecordingSend, ScriptedReceive, http_scope
 from tests._helpers import hang_up_records
@@ -250,3 +250,26 @@ async def test_context_of_a_hang_up_is_not_kept_alive() -> None:
     # FastAPI's exit stacks does); the garbage collector frees them, nothing else holds on.
     gc.collect()
     assert contexts_alive() - before == 0
+
+
+# -- A timeout set to the remaining budget is the deadline ---------------------------------
+
+Budgeted = Annotated[CancelOnDisconnect, Depends(cancel_ctx_with(deadline=0.05))]
+
+
+async def test_own_timeout_set_to_the_remaining_budget_answers_504(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "fastapi_hangup")
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(ctx: Budgeted) -> None:
+        # Whichever timer fires first, this one or the guard's, the answer is the same.
+        with anyio.fail_after(ctx.remaining()):
+            await anyio.sleep(5)
+
+    result = await HangUpClient(app).get("/")
+
+    assert result.status_code == 504
+    assert len(hang_up_records(caplog, 504)) == 1
