@@ -12,7 +12,7 @@ from fastapi import Depends, Request, params
 
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._dependency import CancelCtx, cancel_ctx, dependency_for
-from fastapi_hangup._exceptions import ClientDisconnected
+from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
 from fastapi_hangup._fastapi import (
     exit_stacks,
     is_coroutine_callable,
@@ -166,14 +166,15 @@ async def _call_guarded(
     if current_guard(scope) is not None:
         return await call()
     guard = guard_request(request, policy.options)
-    stacks = exit_stacks(scope)
-    if stacks is not None:  # unwrap what a dependency's task group wraps on its way out
-        stacks[0].push(functools.partial(_unwrap, guard))
     try:
         async with guard:
             return await call()
-    except ClientDisconnected:
-        await answer_middleware(scope, request.receive, request_send(request))
+    except (ClientDisconnected, DeadlineExceeded) as error:
+        stacks = exit_stacks(scope)
+        if stacks is not None:  # unwrap it if a dependency's task group wraps it on its way
+            stacks[0].push(functools.partial(_unwrap, guard))
+        if isinstance(error, ClientDisconnected):
+            await answer_middleware(scope, request.receive, request_send(request))
         raise
 
 
