@@ -1,7 +1,8 @@
 """Behind ``@app.middleware("http")`` (a ``BaseHTTPMiddleware``), which most real apps have.
 
 Its ``call_next`` raises "No response returned." when the app sends nothing, so there an
-abandoned request answers an empty 499 that nobody reads, whichever handler ran.
+abandoned request answers an empty 499 that nobody reads, whichever handler ran. Written as a
+user would: an ``httpx.AsyncClient`` that gives up on its request.
 """
 
 from __future__ import annotations
@@ -11,11 +12,17 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
+import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
 from fastapi_hangup import CancelOnDisconnect, ClientDisconnected
-from fastapi_hangup.testing import HangUpClient, assert_cancelled, assert_not_cancelled
+from fastapi_hangup.testing import (
+    HangUpTransport,
+    RequestResult,
+    assert_cancelled,
+    assert_not_cancelled,
+)
 from tests._context_apps import EntryPoint
 from tests._helpers import hang_up_records
 
@@ -25,6 +32,15 @@ pytestmark = pytest.mark.anyio
 async def slow(ctx: CancelOnDisconnect) -> object:
     await anyio.sleep(5)
     return {}  # pragma: no cover - the client hangs up first
+
+
+async def abandoned(app: FastAPI) -> RequestResult:
+    """What became of ``GET /work`` when the client gives up on it after 20 ms."""
+    transport = HangUpTransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        with anyio.move_on_after(0.02):
+            await client.get("/work")
+    return transport.last_request
 
 
 def behind_middleware(app: FastAPI) -> FastAPI:
@@ -43,7 +59,7 @@ async def test_hang_up_behind_base_http_middleware_ends_quietly(
     caplog.set_level(logging.INFO, "fastapi_hangup")
     app = behind_middleware(entry.app(slow))
 
-    result = await HangUpClient(app).get("/work", hang_up_after_start=0.02)
+    result = await abandoned(app)
 
     assert_cancelled(result)  # the middleware's 499 is the one message after the hang-up
     assert len(hang_up_records(caplog, 499)) == 1
@@ -59,7 +75,7 @@ async def test_own_disconnect_handler_returning_none_behind_the_middleware(
     async def count(request: Request, exc: ClientDisconnected) -> None:
         handled.append(request.url.path)
 
-    result = await HangUpClient(app).get("/work", hang_up_after_start=0.02)
+    result = await abandoned(app)
 
     assert_cancelled(result)  # no "No response returned." escaped
     if entry.name != "route":  # the route class ends the request itself, raising nothing
@@ -71,8 +87,11 @@ async def test_answer_behind_the_middleware_is_untouched(entry: EntryPoint) -> N
         await anyio.lowlevel.checkpoint()
         return {"ok": True}
 
-    result = await HangUpClient(behind_middleware(entry.app(quick))).get("/work")
+    app = behind_middleware(entry.app(quick))
+    transport = HangUpTransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/work")
 
-    assert result.status_code == 200
-    assert result.body == b'{"ok":true}'
-    assert_not_cancelled(result)
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
+    assert_not_cancelled(transport.last_request)
