@@ -90,7 +90,7 @@ class RequestGuard:
         "_asgi_scope",
         "_body_read",
         "_deadline_hit",
-        "_ending",
+        "_ending_id",
         "_exited",
         "_hung_up_at",
         "_loop_deadline",
@@ -126,7 +126,9 @@ class RequestGuard:
         self._deadline_hit = False
         self._hung_up_at: float | None = None
         self._exited = False
-        self._ending: Exception | None = None  # what the guard raised to end the request
+        # Which exception the guard raised to end the request, by id: holding the exception
+        # itself would tie the guard to its traceback's frames in a cycle.
+        self._ending_id: int | None = None
 
     @property
     def hung_up(self) -> bool:
@@ -144,11 +146,15 @@ class RequestGuard:
         A yield dependency that holds a task group across its ``yield`` wraps whatever
         passes it in an ``ExceptionGroup``, which no exception handler matches.
         """
-        ending = self._ending
-        if ending is None or not isinstance(exc, BaseExceptionGroup):
+        ending_id = self._ending_id
+        if ending_id is None or not isinstance(exc, BaseExceptionGroup):
             return None
-        match, rest = exc.split(lambda e: e is ending)
-        return ending if match is not None and rest is None else None
+        match, rest = exc.split(lambda e: id(e) == ending_id)
+        if match is None or rest is not None:
+            return None
+        while isinstance(match, BaseExceptionGroup):  # a group of groups of the one exception
+            match = match.exceptions[0]
+        return match if isinstance(match, Exception) else None
 
     async def __aenter__(self) -> CancelOnDisconnect:
         return self.enter()
@@ -290,14 +296,16 @@ class RequestGuard:
     def _ending_error(self, cause: CancelCause) -> Exception:
         """Log the abandoned request once and return the exception that ends it."""
         ran = time.monotonic() - self._started_at
+        error: Exception
         if cause is CancelCause.DEADLINE_EXCEEDED:
             log_stopped(self._asgi_scope, cause, 504, "Deadline Exceeded", ran, None)
-            self._ending = DeadlineExceeded(self.ctx._budget or 0)
+            error = DeadlineExceeded(self.ctx._budget or 0)
         else:
             left = None if self._hung_up_at is None else self._hung_up_at - self._started_at
             log_stopped(self._asgi_scope, cause, 499, "Client Closed Request", ran, left)
-            self._ending = ClientDisconnected()
-        return self._ending
+            error = ClientDisconnected()
+        self._ending_id = id(error)
+        return error
 
     def _watch(self) -> None:
         if self.ctx._working and not self._awaits_continue():
