@@ -122,6 +122,18 @@ async def test_a_send_after_the_hang_up_is_reported() -> None:
     assert [m["type"] for m in result.sent_after_hang_up] == ["http.response.start"]
 
 
+async def test_a_send_before_the_app_reads_the_hang_up_is_no_fault() -> None:
+    # The race of a stream's next chunk with the watcher that reads the disconnect.
+    async def unaware_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # the body
+        await anyio.sleep(0.05)  # the client hangs up meanwhile; the app never asks
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    result = await HangUpClient(unaware_app).get("/", hang_up_after=0.01)
+    assert result.hung_up
+    assert result.sent_after_hang_up == []
+
+
 async def test_an_escaping_cancellation_fails_loudly() -> None:
     async def leaky_app(scope: Scope, receive: Receive, send: Send) -> None:
         caught: BaseException | None = None

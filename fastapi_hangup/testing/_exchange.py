@@ -65,7 +65,7 @@ class Exchange:
         self._body_done = False
         self._body_started = False
         self._disconnect_mode = disconnect
-        self._disconnects = 0
+        self._disconnects = 0  # http.disconnect messages the app has received
         self._may_disconnect = anyio.Event()
         self._changed = anyio.Event()
         self._chunk_limit = hang_up_after_body_chunks
@@ -119,9 +119,11 @@ class Exchange:
         return {"type": "http.disconnect"}
 
     async def send(self, message: Message) -> None:
-        """The app's ``send``: recorded, and noted if the client had already gone."""
+        """The app's ``send``: recorded, and noted if the app had been told the client went."""
         result = self.result
-        if result.hung_up:
+        # Counted from the moment the app's receive() said so, not from hang_up(): until a
+        # task of the app reads the disconnect, a send that races it is no fault of the app.
+        if result.hung_up and self._disconnects:
             result.sent_after_hang_up.append(message)
         result.messages.append(message)
         if message["type"] == "http.response.start":

@@ -31,7 +31,8 @@ class RequestResult:
     hung_up_at: float | None = None
     """``time.monotonic()`` when the client hung up."""
     sent_after_hang_up: list[Message] = field(default_factory=list)
-    """Messages the app sent after the hang-up (a clean cancellation sends none)."""
+    """Messages the app sent after its ``receive()`` reported the hang-up (a clean
+    cancellation sends none)."""
     context: CancelOnDisconnect | None = None
     """The request's cancellation context, if a guarded route created one."""
     log_records: list[logging.LogRecord] = field(default_factory=list)
