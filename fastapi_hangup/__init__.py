@@ -1,5 +1,6 @@
 """Stop a FastAPI request's work the moment its client hangs up."""
 
+from fastapi_hangup._app import add_cancellation
 from fastapi_hangup._callbacks import CallbackHandle
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
@@ -9,6 +10,7 @@ from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
 from fastapi_hangup._openapi import document_cancellation
 from fastapi_hangup._options import DEFAULT_DEADLINE_HEADER
 from fastapi_hangup._policy import ALL_METHODS, SAFE_METHODS
+from fastapi_hangup._report import OnStop, StoppedRequest
 from fastapi_hangup._route import CancellableRoute, cancellable_route
 
 __all__ = [
@@ -22,6 +24,9 @@ __all__ = [
     "CancellableRoute",
     "ClientDisconnected",
     "DeadlineExceeded",
+    "OnStop",
+    "StoppedRequest",
+    "add_cancellation",
     "cancel_ctx",
     "cancel_ctx_with",
     "cancellable",

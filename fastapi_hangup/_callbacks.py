@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import anyio
 
-from fastapi_hangup._log import logger
+from fastapi_hangup._report import logger
 
 
 class CallbackHandle:

@@ -20,6 +20,7 @@ from fastapi_hangup._fastapi import (
     request_send,
 )
 from fastapi_hangup._guard import RequestGuard, current_guard, guard_request
+from fastapi_hangup._openapi import with_note
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import (
     CancelPolicy,
@@ -134,6 +135,7 @@ def _decorate(func: F, policy: CancelPolicy) -> F:
     else:
         wrapper, hidden = _sync_wrapper(func), _ctx_parameter(policy)
     functools.update_wrapper(wrapper, func)
+    wrapper.__doc__ = with_note(func.__doc__)  # how a plain router's OpenAPI shows it
     wrapper.__signature__ = _signature_with(func, hidden, policy.options)  # type: ignore[attr-defined]
     mark(wrapper, policy)
     mark_wrapped(func)

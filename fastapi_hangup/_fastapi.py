@@ -8,7 +8,7 @@ that test. Checked against FastAPI 0.165.0 and Starlette 1.10.0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -19,7 +19,8 @@ from fastapi.dependencies.models import (
     _is_coroutine_callable,
     _is_gen_callable,
 )
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, _get_scope_effective_route_context
+from fastapi.telemetry._api import _RequestTelemetry
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import ExceptionHandler, Receive, Scope, Send
 
@@ -140,3 +141,46 @@ def is_coroutine_callable(call: Callable[..., Any]) -> bool:
 def is_generator_callable(call: Callable[..., Any]) -> bool:
     """Whether FastAPI treats ``call`` as a (sync or async) generator endpoint: a stream."""
     return _is_gen_callable(call) or _is_async_gen_callable(call)
+
+
+def request_telemetry(scope: Scope) -> _RequestTelemetry | None:
+    """FastAPI's native telemetry record of this request, when telemetry is on for it.
+
+    ``fastapi/telemetry/_asgi.py`` (``NativeTelemetry``, FastAPI 0.163+) keeps it in
+    ``scope["fastapi.telemetry"]``: its ``span`` is the server span (ended after the app
+    returns), its ``status_code`` what the span and ``http.server.request.duration`` report,
+    its ``route`` the full path template.
+    """
+    value = scope.get("fastapi.telemetry")
+    return value if isinstance(value, _RequestTelemetry) else None
+
+
+def route_template(scope: Scope, telemetry: _RequestTelemetry | None) -> str | None:
+    """The matched route's full path template, prefixes of included routers included.
+
+    FastAPI's telemetry computes it (mount prefixes too); without telemetry, FastAPI 0.165
+    keeps an included route's prefixed template in its effective route context
+    (``fastapi/routing.py``), and ``scope["route"]`` holds the route as it was defined.
+    """
+    if telemetry is not None and telemetry.route is not None:
+        return telemetry.route
+    context = _get_scope_effective_route_context(scope)
+    template = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)
+    return template if isinstance(template, str) else None
+
+
+def telemetry_config(app: Any) -> Mapping[str, Any] | None:
+    """The app's ``FastAPI(telemetry=...)`` settings, defaults filled in (FastAPI 0.163+)."""
+    config = getattr(app, "_telemetry", None)
+    return config if isinstance(config, Mapping) else None
+
+
+def routes_version(router: Any) -> int | None:
+    """A number that changes whenever a route is added to ``router`` or a router it includes.
+
+    FastAPI 0.165's ``APIRouter._get_routes_version()`` (``fastapi/routing.py``), the key its
+    included routers use to rebuild their cached routes; ``None`` where it is missing (then
+    every call looks again).
+    """
+    get_version = getattr(router, "_get_routes_version", None)
+    return get_version() if callable(get_version) else None

@@ -10,8 +10,9 @@ On the way in it publishes itself in the ASGI scope (so entry points that meet l
 it), starts the clocks and enters the cancel scope; the watcher is armed lazily, when the
 work first yields to the event loop. ``end_work()`` says the work is over (the endpoint
 returned, or the response is complete): later disconnects mean nothing. On the way out it
-joins the watcher, leaves the cancel scope, runs ``on_cancel`` callbacks, writes the one log
-record and raises what ends an abandoned request: :class:`ClientDisconnected` after a hang-up,
+joins the watcher, leaves the cancel scope, runs ``on_cancel`` callbacks, reports the stop
+once (log record, ``on_stop`` hook, span, metrics: ``_report.py``) and raises what ends an
+abandoned request: :class:`ClientDisconnected` after a hang-up,
 :class:`DeadlineExceeded` (504) after a passed deadline.
 """
 
@@ -34,9 +35,9 @@ from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
 from fastapi_hangup._fastapi import add_handler_late, body_read, route_receive
-from fastapi_hangup._log import log_stopped
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._quiet import QUIET_HANDLER
+from fastapi_hangup._report import report
 
 #: Where the one guard of a request lives in the ASGI scope, so every entry point shares it.
 SCOPE_KEY = "fastapi_hangup.guard"
@@ -259,6 +260,10 @@ class RequestGuard:
             ctx._cause = CancelCause.DEADLINE_EXCEEDED
         if ctx._cause is not None and ctx._callbacks:
             await run_callbacks(ctx._callbacks)
+        if ctx._cause is not None and not ends:
+            # Cancelled from outside (a server shutting down): the cancellation propagates,
+            # nothing is sent, and the stop is still reported, once.
+            self._report(ctx._cause, None)
         return ctx._cause if ends else None
 
     def _ends_after_return(self) -> bool:
@@ -294,18 +299,30 @@ class RequestGuard:
         return deadline is not None and time.monotonic() >= deadline - _TIMER_SLACK
 
     def _ending_error(self, cause: CancelCause) -> Exception:
-        """Log the abandoned request once and return the exception that ends it."""
-        ran = time.monotonic() - self._started_at
+        """Report the abandoned request once and return the exception that ends it."""
         error: Exception
         if cause is CancelCause.DEADLINE_EXCEEDED:
-            log_stopped(self._asgi_scope, cause, 504, "Deadline Exceeded", ran, None)
+            self._report(cause, 504)
             error = DeadlineExceeded(self.ctx._budget or 0)
         else:
-            left = None if self._hung_up_at is None else self._hung_up_at - self._started_at
-            log_stopped(self._asgi_scope, cause, 499, "Client Closed Request", ran, left)
+            self._report(cause, 499)
             error = ClientDisconnected()
         self._ending_id = id(error)
         return error
+
+    def _report(self, cause: CancelCause, status: int | None) -> None:
+        now = time.monotonic()
+        since = self._hung_up_at if cause is CancelCause.CLIENT_DISCONNECTED else None
+        if cause is CancelCause.DEADLINE_EXCEEDED:
+            since = self.ctx._deadline
+        report(
+            self._asgi_scope,
+            cause,
+            status,
+            work=now - self._started_at,
+            hang_up=None if self._hung_up_at is None else self._hung_up_at - self._started_at,
+            latency=None if since is None else max(0.0, now - since),
+        )
 
     def _watch(self) -> None:
         if self.ctx._working and not self._awaits_continue():

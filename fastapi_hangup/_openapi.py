@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +25,28 @@ STATUS_499 = {
 }
 
 
+DESCRIPTION_NOTE = (
+    "*Cancellable:* if the client hangs up before the response is complete, the server "
+    "stops working on the request."
+)
+"""The sentence ``@cancellable`` adds to its endpoint's description (from the docstring).
+
+FastAPI reads nothing else of an endpoint into its operation, so on a plain router this is
+how the decorator alone shows in ``/openapi.json`` and Swagger UI. Where the full mark is
+added (:func:`add_cancellation`, :class:`CancellableRoute`), the sentence is taken out again.
+"""
+
+
+def with_note(doc: str | None) -> str:
+    """``doc`` (cleaned as FastAPI cleans it) with :data:`DESCRIPTION_NOTE` at the end of
+    the part FastAPI shows (before a form feed, where FastAPI cuts the description)."""
+    shown, cut, rest = inspect.cleandoc(doc or "").partition("\f")
+    shown = shown.rstrip()
+    return (
+        f"{shown}\n\n{DESCRIPTION_NOTE}{cut}{rest}" if shown else f"{DESCRIPTION_NOTE}{cut}{rest}"
+    )
+
+
 def extension_value(methods: Iterable[str]) -> dict[str, Any]:
     """What ``x-cancel-on-disconnect`` says about an operation's route.
 
@@ -43,6 +66,8 @@ def extension_value(methods: Iterable[str]) -> dict[str, Any]:
 def mark_operation(route: APIRoute, methods: Iterable[str], *, tag: str | None = None) -> None:
     """Add the vendor extension, the documented 499 response and the tag to one route."""
     route.openapi_extra = {**(route.openapi_extra or {}), EXTENSION: extension_value(methods)}
+    if route.description.endswith(DESCRIPTION_NOTE):  # the full mark says it all
+        route.description = route.description.removesuffix(DESCRIPTION_NOTE).rstrip()
     route.responses = {**route.responses, 499: STATUS_499}
     if tag is not None and tag not in route.tags:
         route.tags = [*route.tags, tag]
@@ -69,14 +94,14 @@ def document_cancellation(app: FastAPI, *, tag: str | None = None) -> None:
     """
     if ClientDisconnected not in app.exception_handlers:
         app.add_exception_handler(ClientDisconnected, QUIET_HANDLER)
-    for route in _api_routes(app.routes):
+    for route in api_routes(app.routes):
         check_placement(route.endpoint)
-        if _is_marked(route):
+        if is_marked(route):
             continue
         policy = policy_of(route.endpoint)
         if policy is not None and policy.enabled:
             methods = policy.methods_for(route.methods or ())
-        elif _depends_on(route.dependant):
+        elif depends_on_cancel_ctx(route.dependant):
             methods = frozenset(route.methods or ())
         else:
             continue
@@ -85,19 +110,21 @@ def document_cancellation(app: FastAPI, *, tag: str | None = None) -> None:
     app.openapi_schema = None  # rebuild it with the marks
 
 
-def _api_routes(routes: Iterable[Any]) -> Iterable[APIRoute]:
+def api_routes(routes: Iterable[Any]) -> Iterable[APIRoute]:
     for route in routes:
         if isinstance(route, APIRoute):
             yield route
         included = included_routes(route)
         if included is not None:
-            yield from _api_routes(included)
+            yield from api_routes(included)
 
 
-def _is_marked(route: APIRoute) -> bool:
+def is_marked(route: APIRoute) -> bool:
     return EXTENSION in (route.openapi_extra or {})
 
 
-def _depends_on(dependant: Any) -> bool:
+def depends_on_cancel_ctx(dependant: Any) -> bool:
     """Whether ``cancel_ctx`` (or a ``cancel_ctx_with(...)`` one) is among the dependencies."""
-    return any(is_cancel_dependency(d.call) or _depends_on(d) for d in dependant.dependencies)
+    return any(
+        is_cancel_dependency(d.call) or depends_on_cancel_ctx(d) for d in dependant.dependencies
+    )

@@ -208,4 +208,6 @@ async def test_cause_is_server_shutdown_after_a_cancellation_from_outside(
     assert ctx.cause is CancelCause.SERVER_SHUTDOWN
     assert ctx.is_cancelled
     assert seen == [("finally", None, False)]  # known only once the endpoint unwound
-    assert hang_up_records(caplog) == []
+    (record,) = hang_up_records(caplog)  # reported once, like every stopped request
+    assert (record.cause, record.status_code) == ("server_shutdown", None)  # type: ignore[attr-defined]
+    assert "cancelled by the server" in record.getMessage()

@@ -28,6 +28,7 @@ from fastapi_hangup import (
     cancellable,
     document_cancellation,
 )
+from fastapi_hangup._openapi import DESCRIPTION_NOTE
 from fastapi_hangup.testing import HangUpClient
 from tests._asgi import BODY_END, RecordingSend, ScriptedReceive, http_scope
 from tests._route_kit import abandoned_generators_tolerated
@@ -161,6 +162,9 @@ def test_decorated_endpoint_has_the_same_openapi_document_as_its_twin() -> None:
     assert HIDDEN not in str(decorated)
     assert [p["name"] for p in operation["parameters"]] == ["item_id", "q", "x-user"]
     assert operation["requestBody"] == plain["paths"]["/items/{item_id}"]["put"]["requestBody"]
+    # The one difference: the sentence that shows the decorator on a plain router.
+    assert operation["description"] == f"Update an item.\n\n{DESCRIPTION_NOTE}"
+    operation["description"] = "Update an item."
     assert decorated == plain
 
 
@@ -178,7 +182,7 @@ def test_decorator_keeps_the_signature_and_adds_only_the_hidden_request_paramete
     assert wrapped.parameters[HIDDEN].annotation is Request
     assert wrapped.parameters[HIDDEN].kind is inspect.Parameter.KEYWORD_ONLY
     assert wrapped.return_annotation == original.return_annotation
-    assert (wrapper.__name__, wrapper.__doc__) == ("endpoint", "Docs.")
+    assert (wrapper.__name__, wrapper.__doc__) == ("endpoint", f"Docs.\n\n{DESCRIPTION_NOTE}")
     assert wrapper.__wrapped__ is endpoint  # type: ignore[attr-defined]
 
 

@@ -99,7 +99,9 @@ async def test_hang_up_logs_one_499_record_with_method_and_route(
     assert record.__dict__["status_code"] == 499
     assert record.__dict__["method"] == "GET"
     assert record.__dict__["route"] == "/items/{item_id}"
-    assert record.__dict__["duration_ms"] >= 0
+    assert record.__dict__["work_ms"] >= 0
+    assert record.__dict__["path"] == "/items/7"
+    assert record.__dict__["latency_ms"] >= 0
 
 
 @only_on(
