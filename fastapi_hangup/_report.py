@@ -160,6 +160,12 @@ def _annotate(telemetry: Any, stopped: StoppedRequest) -> None:
     span.set_attributes(attributes)
 
 
+# Seconds. Stopped work is often long (an LLM call, a report): up to five minutes.
+_WORK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# Seconds. A hang-up stops the work within a millisecond; a shielded block takes longer.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
 class _Instruments:
     __slots__ = ("latency", "provider", "stopped", "work")
 
@@ -179,11 +185,13 @@ class _Instruments:
             "fastapi_hangup.work.duration",
             unit="s",
             description="How long the work of a stopped request had run.",
+            explicit_bucket_boundaries_advisory=_WORK_BUCKETS,
         )
         self.latency = meter.create_histogram(
             "fastapi_hangup.stop.latency",
             unit="s",
             description="Time from the hang-up (or the passed deadline) to the stopped work.",
+            explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
         )
 
 

@@ -16,8 +16,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import Message
 
-from fastapi_hangup import _fastapi
+from fastapi_hangup import ClientDisconnected, _fastapi
 from fastapi_hangup._backend import is_innermost
+from fastapi_hangup._quiet import QUIET_HANDLER
 from tests._asgi import BODY_END, DISCONNECT, RecordingSend, ScriptedReceive, http_scope
 
 pytestmark = pytest.mark.anyio
@@ -166,3 +167,41 @@ async def test_innermost_cancel_scope_is_told_on_this_backend() -> None:
             assert is_innermost(inner)
             assert not is_innermost(outer)
         assert is_innermost(outer)
+
+
+async def test_native_telemetry_keeps_its_request_record_in_the_scope() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    seen: dict[str, Any] = {}
+
+    async def look(request: Request) -> None:
+        telemetry = _fastapi.request_telemetry(request.scope)
+        assert telemetry is not None
+        seen["span"] = telemetry.span
+        seen["route"] = _fastapi.route_template(request.scope, telemetry)
+        seen["without telemetry"] = _fastapi.route_template(request.scope, None)
+        telemetry.status_code = 499  # what the span and the duration metric will report
+        raise ClientDisconnected  # answered by sending nothing, as after a hang-up
+
+    app = FastAPI(telemetry={"tracer_provider": TracerProvider()})
+    app.add_exception_handler(ClientDisconnected, QUIET_HANDLER)
+    items = APIRouter(prefix="/items")
+    items.add_api_route("/{item_id}", look)
+    app.include_router(items)
+    await run(app, path="/items/7")
+    assert seen["span"].is_recording() is False  # ended by FastAPI after the app returned
+    assert seen["route"] == seen["without telemetry"] == "/items/{item_id}"
+    assert seen["span"].attributes["http.response.status_code"] == 499
+    assert _fastapi.telemetry_config(app) is not None
+    assert _fastapi.telemetry_config(app)["metrics"] is True  # type: ignore[index]
+    assert _fastapi.request_telemetry(http_scope("GET", "/")) is None
+
+
+def test_routes_version_changes_with_routes_added_to_an_included_router() -> None:
+    app = FastAPI()
+    items = APIRouter()
+    app.include_router(items)
+    before = _fastapi.routes_version(app.router)
+    items.add_api_route("/later", lambda: None)
+    assert before is not None
+    assert _fastapi.routes_version(app.router) != before
