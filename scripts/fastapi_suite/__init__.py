@@ -7,7 +7,7 @@ any test whose outcome changes is a place where the package is not transparent. 
 FastAPI inside the test run, ``compare`` the comparison with the baseline.
 """
 
-MODES = ("baseline", "route", "dependency", "decorator")
+MODES = ("baseline", "route", "dependency", "decorator", "app")
 MODE_ENV = "FASTAPI_HANGUP_SUITE_MODE"
 """Names the mode of a test run, for the plugin."""
 REPORT_ENV = "FASTAPI_HANGUP_SUITE_REPORT"

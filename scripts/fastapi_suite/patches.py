@@ -7,11 +7,14 @@ tests exercise it on every route shape they have:
   ``cancellable_route(methods=ALL_METHODS)`` instead (a route class a test sets is kept);
 - ``dependency``: every ``APIRoute`` gets ``Depends(cancel_ctx)`` among its dependencies;
 - ``decorator``: every ``APIRoute``'s endpoint is wrapped in ``@cancellable`` (an error it
-  raises at definition time is not hidden: it fails the test that defines the route).
+  raises at definition time is not hidden: it fails the test that defines the route);
+- ``app``: every ``FastAPI()`` app calls ``add_cancellation(app, methods=ALL_METHODS)`` as
+  the last step of its construction.
 
 In every mode, ``baseline`` included, the OpenAPI marks the package documents (the operation
-extension ``x-cancel-on-disconnect`` and its ``499`` response) are stripped from generated
-documents, the only differences the check allows.
+extension ``x-cancel-on-disconnect``, its ``499`` response, and the sentence ``@cancellable``
+adds to a description) are stripped from generated documents, the only differences the
+check allows.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute, APIRouter
 
 import fastapi_hangup
-from fastapi_hangup._openapi import EXTENSION, STATUS_499
+from fastapi_hangup._openapi import DESCRIPTION_NOTE, EXTENSION, STATUS_499
 
 from . import MODES
 
@@ -49,6 +52,8 @@ def apply(mode: str) -> None:
         _patch_route_init(_add_dependency)
     elif mode == "decorator":
         _patch_route_init(_wrap_endpoint)
+    elif mode == "app":
+        _patch_app_init()
 
 
 def strip_marks(schema: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +75,13 @@ def _strip_path_item(path_item: Any) -> None:
         responses = operation.get("responses")
         if isinstance(responses, dict) and responses.get("499") == STATUS_499:
             del responses["499"]
+        description = operation.get("description")
+        if isinstance(description, str) and description.endswith(DESCRIPTION_NOTE):
+            description = description.removesuffix(DESCRIPTION_NOTE).rstrip()
+            if description:
+                operation["description"] = description
+            else:
+                del operation["description"]
         for callback in (operation.get("callbacks") or {}).values():
             for callback_item in callback.values():
                 _strip_path_item(callback_item)
@@ -93,6 +105,18 @@ def _patch_openapi() -> None:
         return strip_marks(original_openapi(self))
 
     FastAPI.openapi = openapi  # type: ignore[method-assign]
+
+
+def _patch_app_init() -> None:
+    original = FastAPI.__init__
+
+    @functools.wraps(original)
+    def __init__(self: FastAPI, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        fastapi_hangup.add_cancellation(self, methods=fastapi_hangup.ALL_METHODS)
+        applied["apps given add_cancellation"] += 1
+
+    FastAPI.__init__ = __init__  # type: ignore[method-assign]
 
 
 def _patch_router_init() -> None:

@@ -6,7 +6,7 @@ For the installed FastAPI version it prepares (or reuses) ``.fastapi-suite/<vers
 (see ``environment``) and runs FastAPI's ``tests`` there the way FastAPI's own
 ``scripts/test.sh`` does (``PYTHONPATH=docs_src``, xdist with ``--dist loadgroup``, FastAPI's
 pytest configuration), plus the plugin that patches FastAPI for the mode and records every
-test's outcome. Modes (all three by default): ``route``, ``dependency``, ``decorator``; see
+test's outcome. Modes (all four by default): ``route``, ``dependency``, ``decorator``, ``app``; see
 ``patches``. The baseline always runs. ``PYTEST_ARGS`` replace the default target ``tests``
 (``-- tests/test_tutorial -k openapi``), for quick iteration.
 
