@@ -13,13 +13,14 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
+import fastapi.routing
 from fastapi import Request
 from fastapi.dependencies.models import (
     _is_async_gen_callable,
     _is_coroutine_callable,
     _is_gen_callable,
 )
-from fastapi.routing import APIRoute, _get_scope_effective_route_context
+from fastapi.routing import APIRoute
 from fastapi.telemetry._api import _RequestTelemetry
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import ExceptionHandler, Receive, Scope, Send
@@ -164,7 +165,8 @@ def route_template(scope: Scope, telemetry: _RequestTelemetry | None) -> str | N
     """
     if telemetry is not None and telemetry.route is not None:
         return telemetry.route
-    context = _get_scope_effective_route_context(scope)
+    effective_context = getattr(fastapi.routing, "_get_scope_effective_route_context", None)
+    context = effective_context(scope) if effective_context is not None else None
     template = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)
     return template if isinstance(template, str) else None
 

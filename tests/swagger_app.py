@@ -14,7 +14,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from fastapi_hangup import cancellable_route
+from fastapi_hangup import add_cancellation, cancellable, cancellable_route
 
 DIST_ENV = "SWAGGER_UI_DIST"
 
@@ -32,19 +32,49 @@ async def place_order(item: str) -> dict[str, str]:
     return {"order": item}
 
 
-app = FastAPI(title="swagger-ui check", docs_url=None, redoc_url=None)
+def with_local_docs(app: FastAPI) -> FastAPI:
+    """Serve Swagger UI at ``/docs`` from the local dist files, every operation expanded."""
+    app.mount("/swagger-ui", StaticFiles(directory=os.environ[DIST_ENV]), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="swagger-ui check",
+            swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/swagger-ui/favicon-32x32.png",
+            # Expand every operation, so its responses are in the DOM, and show x- extensions.
+            swagger_ui_parameters={"docExpansion": "full", "showExtensions": True},
+        )
+
+    return app
+
+
+app = with_local_docs(FastAPI(title="swagger-ui check", docs_url=None, redoc_url=None))
 app.include_router(router)
-app.mount("/swagger-ui", StaticFiles(directory=os.environ[DIST_ENV]), name="swagger-ui")
+
+# The app-wide call: a plain route of the app gets the full mark and the call's tag.
+wide_app = with_local_docs(FastAPI(title="app-wide", docs_url=None, redoc_url=None))
+add_cancellation(wide_app, tag="stops on hang-up")
 
 
-@app.get("/docs", include_in_schema=False)
-async def docs() -> HTMLResponse:
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="swagger-ui check",
-        swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
-        swagger_css_url="/swagger-ui/swagger-ui.css",
-        swagger_favicon_url="/swagger-ui/favicon-32x32.png",
-        # Expand every operation, so its responses are in the DOM, and show x- extensions.
-        swagger_ui_parameters={"docExpansion": "full", "showExtensions": True},
-    )
+@wide_app.get("/search", summary="Search")
+async def search(q: str) -> dict[str, str]:
+    return {"q": q}
+
+
+@wide_app.post("/orders", summary="Place an order")  # POST: not cancelled by default
+async def wide_order(item: str) -> dict[str, str]:
+    return {"order": item}
+
+
+# The decorator alone, on a plain app: no other call, the description says it.
+plain_app = with_local_docs(FastAPI(title="decorator only", docs_url=None, redoc_url=None))
+
+
+@plain_app.get("/summaries/{name}", summary="Summarize")
+@cancellable
+async def summarize(name: str) -> dict[str, str]:
+    """Summarize a document."""
+    return {"summary": name}

@@ -107,15 +107,15 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def uvicorn_serving_the_app(dist: Path, log: Path) -> Iterator[int]:
-    """Serve ``tests.swagger_app:app`` on a free loopback port; yield the port."""
+def uvicorn_serving_the_app(dist: Path, log: Path, app: str = "app") -> Iterator[int]:
+    """Serve ``tests.swagger_app:<app>`` on a free loopback port; yield the port."""
     port = free_port(HOST)
     env = {
         **os.environ,
         DIST_ENV: str(dist),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    command = [sys.executable, "-m", "uvicorn", "tests.swagger_app:app"]
+    command = [sys.executable, "-m", "uvicorn", f"tests.swagger_app:{app}"]
     with log.open("wb") as output:
         server = subprocess.Popen(
             [*command, "--host", HOST, "--port", str(port), "--log-level", "warning"],
@@ -159,15 +159,25 @@ def dump_dom(chromium: str, url: str, profile: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def dom(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Swagger UI's DOM for ``tests.swagger_app``, rendered once for this module."""
+def doms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Swagger UI's DOM for each app of ``tests.swagger_app``, rendered once for this module."""
     chromium = shutil.which("chromium")
     if chromium is None:
         unavailable("chromium is not installed (Debian: apt-get install chromium)")
     tmp = tmp_path_factory.mktemp("swagger-ui")
     dist = swagger_ui_dist(tmp)
-    with uvicorn_serving_the_app(dist, tmp / "uvicorn.log") as port:
-        return dump_dom(str(chromium), f"http://{HOST}:{port}/docs", tmp / "profile")
+    rendered = {}
+    for app in ("app", "wide_app", "plain_app"):
+        with uvicorn_serving_the_app(dist, tmp / f"{app}.log", app) as port:
+            url = f"http://{HOST}:{port}/docs"
+            rendered[app] = dump_dom(str(chromium), url, tmp / f"profile-{app}")
+    return rendered
+
+
+@pytest.fixture
+def dom(doms: dict[str, str]) -> str:
+    """The route-class app's Swagger UI."""
+    return doms["app"]
 
 
 # -- Reading the rendered page ----------------------------------------------------------------
@@ -247,3 +257,23 @@ def test_swagger_ui_shows_no_mark_on_the_operation_that_is_not_cancellable(dom: 
     assert list(response_rows(operation)) == ["200", "422"]
     assert "x-cancel-on-disconnect" not in text_of(operation)
     assert "Client Closed Request" not in text_of(operation)
+
+
+def test_swagger_ui_shows_the_app_wide_mark_on_a_plain_route(doms: dict[str, str]) -> None:
+    sections = tag_sections(doms["wide_app"])
+    assert list(sections) == ["stops on hang-up", "default"]
+    operation = operation_blocks(sections["stops on hang-up"])["GET /search"]
+    assert list(response_rows(operation)) == ["200", "422", "499"]
+    assert "x-cancel-on-disconnect" in text_of(operation)
+    assert list(operation_blocks(sections["default"])) == ["POST /orders"]
+
+
+def test_swagger_ui_shows_the_decorator_alone_in_the_description(doms: dict[str, str]) -> None:
+    (section,) = tag_sections(doms["plain_app"]).values()
+    operation = operation_blocks(section)["GET /summaries/{name}"]
+    text = text_of(operation)
+    assert "Summarize a document." in text
+    assert (
+        "Cancellable: if the client hangs up before the response is complete, the server "
+        "stops working on the request." in text
+    )
