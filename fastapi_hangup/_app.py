@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -11,8 +11,8 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastapi_hangup._exceptions import ClientDisconnected
-from fastapi_hangup._fastapi import routes_version
-from fastapi_hangup._openapi import api_routes, depends_on_cancel_ctx, is_marked, mark_operation
+from fastapi_hangup._fastapi import included_router, routes_stamp
+from fastapi_hangup._openapi import depends_on_cancel_ctx, is_marked, mark_operation
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import SAFE_METHODS, check_placement, normalize_methods, policy_of
 from fastapi_hangup._quiet import QUIET_HANDLER
@@ -126,7 +126,8 @@ class _AppCancellation:
         self._methods = methods
         self._options = options
         self._tag = tag
-        self._version: int | None = None
+        self._routers: list[Any] = []  # the app's router and every router it includes
+        self._stamp: tuple[int, ...] | None = None
         # The routes taken, by id; held, so that an id is never reused while the app lives.
         self._seen: dict[int, APIRoute] = {}
 
@@ -135,16 +136,18 @@ class _AppCancellation:
         app = self._app()
         if app is None:
             return
-        version = routes_version(app.router)
-        if version is not None and version == self._version:
+        stamp = routes_stamp(self._routers)
+        if stamp is not None and stamp == self._stamp:
             return
+        routers: list[Any] = [app.router]
         marked = False
-        for route in api_routes(app.routes):
+        for route in _api_routes(app.router.routes, routers):
             if id(route) in self._seen:
                 continue
             self._seen[id(route)] = route
             marked |= self._take(route)
-        self._version = version
+        self._routers = routers
+        self._stamp = routes_stamp(routers)
         if marked:
             app.openapi_schema = None  # rebuilt with the marks
 
@@ -173,6 +176,17 @@ class _AppCancellation:
             return True
         mark_operation(route, guarded, tag=self._tag)
         return True
+
+
+def _api_routes(routes: Iterable[Any], routers: list[Any]) -> Iterator[APIRoute]:
+    """Every ``APIRoute`` under ``routes``; the included routers met go into ``routers``."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        router = included_router(route)
+        if router is not None and all(router is not known for known in routers):
+            routers.append(router)
+            yield from _api_routes(router.routes, routers)
 
 
 class _FollowRoutes:

@@ -8,7 +8,7 @@ that test. Checked against FastAPI 0.165.0 and Starlette 1.10.0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -125,8 +125,13 @@ def included_routes(route: Any) -> list[Any] | None:
     FastAPI 0.165 keeps an included router as one route entry whose ``original_router``
     holds the routes as they were defined.
     """
-    routes = getattr(getattr(route, "original_router", None), "routes", None)
+    routes = getattr(included_router(route), "routes", None)
     return list(routes) if routes is not None else None
+
+
+def included_router(route: Any) -> Any | None:
+    """The router included into another one, if ``route`` is such an entry (see above)."""
+    return getattr(route, "original_router", None)
 
 
 def is_coroutine_callable(call: Callable[..., Any]) -> bool:
@@ -177,12 +182,20 @@ def telemetry_config(app: Any) -> Mapping[str, Any] | None:
     return config if isinstance(config, Mapping) else None
 
 
-def routes_version(router: Any) -> int | None:
-    """A number that changes whenever a route is added to ``router`` or a router it includes.
+def routes_stamp(routers: Iterable[Any]) -> tuple[int, ...] | None:
+    """Numbers that change whenever a route or a router is added to one of ``routers``.
 
-    FastAPI 0.165's ``APIRouter._get_routes_version()`` (``fastapi/routing.py``), the key its
-    included routers use to rebuild their cached routes; ``None`` where it is missing (then
-    every call looks again).
+    FastAPI 0.163+ counts the changes of each ``APIRouter`` in ``_routes_version``
+    (``fastapi/routing.py``, ``_mark_routes_changed``: ``add_api_route``, ``add_route``,
+    ``include_router``, ``mount``, ...), the key its included routers rebuild their cached
+    routes by. Reading one number per router keeps the check per request cheap, where
+    ``_get_routes_version()`` walks every route. ``None`` where a router has no such count
+    (then every call looks again).
     """
-    get_version = getattr(router, "_get_routes_version", None)
-    return get_version() if callable(get_version) else None
+    stamp = []
+    for router in routers:
+        version = getattr(router, "_routes_version", None)
+        if not isinstance(version, int):
+            return None
+        stamp.append(version)
+    return tuple(stamp)

@@ -197,11 +197,19 @@ async def test_native_telemetry_keeps_its_request_record_in_the_scope() -> None:
     assert _fastapi.request_telemetry(http_scope("GET", "/")) is None
 
 
-def test_routes_version_changes_with_routes_added_to_an_included_router() -> None:
+def test_each_router_counts_the_routes_and_routers_added_to_it() -> None:
     app = FastAPI()
     items = APIRouter()
     app.include_router(items)
-    before = _fastapi.routes_version(app.router)
-    items.add_api_route("/later", lambda: None)
-    assert before is not None
-    assert _fastapi.routes_version(app.router) != before
+    routers = [app.router, items]
+    stamps = [_fastapi.routes_stamp(routers)]
+    items.add_api_route("/later", lambda: None)  # into the router already included
+    stamps.append(_fastapi.routes_stamp(routers))
+    app.add_api_route("/top", lambda: None)
+    stamps.append(_fastapi.routes_stamp(routers))
+    items.include_router(APIRouter())
+    stamps.append(_fastapi.routes_stamp(routers))
+    assert None not in stamps
+    assert len(set(stamps)) == 4
+    (entry,) = [r for r in app.router.routes if _fastapi.included_router(r) is not None]
+    assert _fastapi.included_router(entry) is items
