@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import anyio
 import httpx
 import pytest
@@ -10,6 +13,17 @@ from fastapi import FastAPI
 from fastapi_hangup.testing import HangUpTransport, assert_cancelled
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _logger_as_it_was() -> Iterator[None]:
+    # examples/observability.py configures the fastapi_hangup logger when imported, as an
+    # app would; the rest of the suite expects it untouched.
+    logger = logging.getLogger("fastapi_hangup")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
 
 
 async def hang_up_on_search(app: FastAPI, then: str | None = None) -> str:
