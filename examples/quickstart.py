@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# --8<-- [start:app]
 import anyio
 from fastapi import FastAPI
 
@@ -23,3 +24,6 @@ async def generate_report(rows: int) -> list[int]:
 async def report(ctx: CancelCtx, rows: int = 100) -> dict[str, int]:
     squares = await generate_report(rows)  # stops here if the client hangs up
     return {"rows": len(squares), "total": sum(squares)}
+
+
+# --8<-- [end:app]
