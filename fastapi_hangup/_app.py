@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI
@@ -11,10 +11,16 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastapi_hangup._exceptions import ClientDisconnected
-from fastapi_hangup._fastapi import included_router, routes_stamp
-from fastapi_hangup._openapi import depends_on_cancel_ctx, is_marked, mark_operation
+from fastapi_hangup._fastapi import routes_stamp
+from fastapi_hangup._openapi import api_routes, depends_on_cancel_ctx, is_marked, mark_operation
 from fastapi_hangup._options import DEFAULTS, CancelOptions
-from fastapi_hangup._policy import SAFE_METHODS, check_placement, normalize_methods, policy_of
+from fastapi_hangup._policy import (
+    SAFE_METHODS,
+    CancelPolicy,
+    check_placement,
+    normalize_methods,
+    policy_of,
+)
 from fastapi_hangup._quiet import QUIET_HANDLER
 from fastapi_hangup._report import OnStop, set_hook
 from fastapi_hangup._route import CancellableRoute, guard_route
@@ -141,7 +147,7 @@ class _AppCancellation:
             return
         routers: list[Any] = [app.router]
         marked = False
-        for route in _api_routes(app.router.routes, routers):
+        for route in api_routes(app.router.routes, routers):
             if id(route) in self._seen:
                 continue
             self._seen[id(route)] = route
@@ -152,19 +158,14 @@ class _AppCancellation:
             app.openapi_schema = None  # rebuilt with the marks
 
     def _take(self, route: APIRoute) -> bool:
+        """Guard ``route`` where the policy says so and mark what is guarded, by any entry."""
         check_placement(route.endpoint)
         served = frozenset(route.methods or ())
         policy = policy_of(route.endpoint)
         if isinstance(route, CancellableRoute):
             guarded = route.cancelled_methods  # its router's policy, applied by itself
-        elif policy is not None:
-            guarded = policy.methods_for(served)
-            options = policy.options if policy.options != DEFAULTS else self._options
         else:
-            guarded = served & self._methods
-            options = self._options
-        if guarded and not isinstance(route, CancellableRoute):
-            route.handle = guard_route(route.handle, guarded, options)  # type: ignore[method-assign,assignment]
+            guarded = self._guard(route, served, policy)
         if (policy is None or not policy.enabled) and depends_on_cancel_ctx(route.dependant):
             guarded = served  # the dependency guards every method of the route itself
         if not guarded:
@@ -177,16 +178,20 @@ class _AppCancellation:
         mark_operation(route, guarded, tag=self._tag)
         return True
 
-
-def _api_routes(routes: Iterable[Any], routers: list[Any]) -> Iterator[APIRoute]:
-    """Every ``APIRoute`` under ``routes``; the included routers met go into ``routers``."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        router = included_router(route)
-        if router is not None and all(router is not known for known in routers):
-            routers.append(router)
-            yield from _api_routes(router.routes, routers)
+    def _guard(
+        self, route: APIRoute, served: frozenset[str], policy: CancelPolicy | None
+    ) -> frozenset[str]:
+        """Run ``route``'s requests of the guarded methods in a guard; return those methods."""
+        options = self._options
+        if policy is None:
+            guarded = served & self._methods
+        else:
+            guarded = policy.methods_for(served)
+            if policy.options != DEFAULTS:
+                options = policy.options
+        if guarded:
+            route.handle = guard_route(route.handle, guarded, options)  # type: ignore[method-assign,assignment]
+        return guarded
 
 
 class _FollowRoutes:

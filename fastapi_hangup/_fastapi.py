@@ -119,18 +119,12 @@ def behind_base_http_middleware(scope: Scope) -> bool:
     )
 
 
-def included_routes(route: Any) -> list[Any] | None:
-    """The routes of a router included into another one, if ``route`` is such an entry.
+def included_router(route: Any) -> Any | None:
+    """The router included into another one, if ``route`` is such an entry.
 
     FastAPI 0.165 keeps an included router as one route entry whose ``original_router``
     holds the routes as they were defined.
     """
-    routes = getattr(included_router(route), "routes", None)
-    return list(routes) if routes is not None else None
-
-
-def included_router(route: Any) -> Any | None:
-    """The router included into another one, if ``route`` is such an entry (see above)."""
     return getattr(route, "original_router", None)
 
 

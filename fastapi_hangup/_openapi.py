@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from fastapi_hangup._exceptions import ClientDisconnected
-from fastapi_hangup._fastapi import included_routes
+from fastapi_hangup._fastapi import included_router
 from fastapi_hangup._policy import check_placement, is_cancel_dependency, policy_of
 from fastapi_hangup._quiet import QUIET_HANDLER
 
@@ -110,13 +110,20 @@ def document_cancellation(app: FastAPI, *, tag: str | None = None) -> None:
     app.openapi_schema = None  # rebuild it with the marks
 
 
-def api_routes(routes: Iterable[Any]) -> Iterable[APIRoute]:
+def api_routes(routes: Iterable[Any], routers: list[Any] | None = None) -> Iterator[APIRoute]:
+    """Every ``APIRoute`` under ``routes``, those of included routers too.
+
+    With ``routers``, each included router met is appended to it (once, also when a router
+    is included twice).
+    """
+    met = [] if routers is None else routers
     for route in routes:
         if isinstance(route, APIRoute):
             yield route
-        included = included_routes(route)
-        if included is not None:
-            yield from api_routes(included)
+        router = included_router(route)
+        if router is not None and all(router is not known for known in met):
+            met.append(router)
+            yield from api_routes(router.routes, met)
 
 
 def is_marked(route: APIRoute) -> bool:

@@ -315,7 +315,7 @@ async def test_the_hook_hears_once_of_every_stopped_request(
     (one,) = stopped
     assert (one.method, one.path, one.route) == (method, path, route)
     assert (one.cause, one.status_code) == (CancelCause.CLIENT_DISCONNECTED, 499)
-    assert one.work_seconds >= 0.09  # it had worked since the request came
+    assert 0 < one.work_seconds < 5  # seconds; the client's 0.1 s include the app's startup
     assert one.latency_seconds is not None
     assert 0 <= one.latency_seconds < one.work_seconds
 

@@ -134,10 +134,10 @@ def test_included_router_keeps_its_routes() -> None:
     app = FastAPI()
     app.include_router(router, prefix="/outer")
 
-    found = [_fastapi.included_routes(route) for route in app.routes]
-    inner = [routes for routes in found if routes]
+    found = [_fastapi.included_router(route) for route in app.routes]
+    inner = [router for router in found if router is not None]
     assert len(inner) == 1
-    assert [route.path for route in inner[0]] == ["/inner"]
+    assert [route.path for route in inner[0].routes] == ["/inner"]
 
 
 def test_fastapi_classifies_callables_as_we_rely_on() -> None:

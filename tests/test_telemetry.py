@@ -125,7 +125,7 @@ async def test_the_server_span_says_the_client_hung_up(telemetry: Telemetry, ent
     assert attributes["http.route"] == "/items/{item_id}"
     assert attributes["http.response.status_code"] == 499
     assert attributes["fastapi_hangup.cause"] == "client_disconnected"
-    assert attributes["fastapi_hangup.work.duration"] >= 0.09  # seconds, as OTel has them
+    assert 0 < attributes["fastapi_hangup.work.duration"] < 5  # seconds, as OTel has them
     assert (
         0 <= attributes["fastapi_hangup.stop.latency"] < attributes["fastapi_hangup.work.duration"]
     )
@@ -159,7 +159,7 @@ async def test_the_metrics_count_and_time_stopped_requests(telemetry: Telemetry)
     }
     (work,) = telemetry.points("fastapi_hangup.work.duration")
     assert work.count == 2
-    assert work.sum >= 0.18
+    assert 0 < work.sum < 10  # seconds
     (latency,) = telemetry.points("fastapi_hangup.stop.latency")
     assert latency.count == 2
     assert latency.sum < work.sum
