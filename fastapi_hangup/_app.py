@@ -43,20 +43,20 @@ def add_cancellation(
 
     One call, where the app is made, covers every route of the app: those added before it
     and after it, and the routes of routers included from elsewhere. Each request is covered
-    whole, as by :class:`CancellableRoute`: dependencies, the endpoint and a streaming body.
-    It also
+    whole, as by [`CancellableRoute`][fastapi_hangup.CancellableRoute]: dependencies, the endpoint
+    and a streaming body. It also
 
     - marks every guarded operation in the OpenAPI document (``x-cancel-on-disconnect``,
       the documented ``499`` response, and ``tag``), whichever entry point guards it;
-    - registers the quiet handler for :class:`ClientDisconnected` with
+    - registers the quiet handler for [`ClientDisconnected`][fastapi_hangup.ClientDisconnected] with
       ``app.add_exception_handler`` (unless you registered your own);
     - calls ``on_stop`` once for every request whose work is stopped, from every entry
-      point (see :class:`StoppedRequest`).
+      point (see [`StoppedRequest`][fastapi_hangup.StoppedRequest]).
 
     Per route, ``@cancellable`` opts a route in (a write too) with its own settings, and
-    ``@cancellable(False)`` opts it out; a :class:`CancellableRoute` router keeps its own
-    policy; ``Depends(cancel_ctx)`` shares the request's one context. Websocket routes,
-    ``callbacks`` and ``app.webhooks`` (which document requests to *other* servers) and
+    ``@cancellable(False)`` opts it out; a [`CancellableRoute`][fastapi_hangup.CancellableRoute]
+    router keeps its own policy; ``Depends(cancel_ctx)`` shares the request's one context. Websocket
+    routes, ``callbacks`` and ``app.webhooks`` (which document requests to *other* servers) and
     mounted apps are left alone; call ``add_cancellation`` on a mounted FastAPI app itself.
 
     Args:
@@ -66,12 +66,13 @@ def add_cancellation(
             the dependency guard (still marked, counted and reported).
         tag: an OpenAPI tag added to every guarded operation.
         deadline: a time budget in seconds for every guarded request; see
-            :func:`cancel_ctx_with`.
+            [`cancel_ctx_with`][fastapi_hangup.cancel_ctx_with].
         grace: seconds between noticing a hang-up and delivering the cancellation.
-        deadline_header: honour an inbound deadline header; see :func:`cancel_ctx_with`.
+        deadline_header: honour an inbound deadline header; see
+            [`cancel_ctx_with`][fastapi_hangup.cancel_ctx_with].
         callback_timeout: the default time limit of ``on_cancel`` callbacks.
-        on_stop: called with a :class:`StoppedRequest` for every stopped request; it runs
-            on the event loop, so keep it short (count, log, enqueue).
+        on_stop: called with a [`StoppedRequest`][fastapi_hangup.StoppedRequest] for every stopped
+            request; it runs on the event loop, so keep it short (count, log, enqueue).
 
     Raises:
         TypeError: ``app`` is not a FastAPI app, or an ``@cancellable`` sits above its

@@ -2,7 +2,7 @@
 
 hypercorn and daphne deliver ``http.disconnect`` once: two tasks awaiting the raw ``receive``
 race for it and the loser blocks for ever. So while the handler works, one watcher task owns
-the raw ``receive``. Everyone else reads through :meth:`ReceiveArbiter.receive`, which hands on
+the raw ``receive``. Everyone else reads through ``ReceiveArbiter.receive``, which hands on
 each message exactly once and in order, and replays the disconnect for ever after.
 """
 

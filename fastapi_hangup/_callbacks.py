@@ -11,7 +11,10 @@ from fastapi_hangup._report import logger
 
 
 class CallbackHandle:
-    """A registered ``on_cancel`` callback; :meth:`remove` unregisters it."""
+    """A registered ``on_cancel`` callback.
+
+    [`remove`][fastapi_hangup.CallbackHandle.remove] unregisters it.
+    """
 
     __slots__ = ("_active", "callback", "timeout")
 

@@ -1,7 +1,7 @@
 """The per-request context object that handlers receive: only what handlers call.
 
 The request's lifecycle (the watcher, the clocks, entering and leaving the cancel scope, the
-log record) lives in :class:`fastapi_hangup._guard.RequestGuard`, which owns one of these and
+log record) lives in ``fastapi_hangup._guard.RequestGuard``, which owns one of these and
 is the only writer of its state, as trio's ``CancelStatus`` is of its ``CancelScope``.
 """
 
@@ -45,9 +45,11 @@ class CancelOnDisconnect:
 
     You never build one yourself: declare ``ctx: CancelCtx`` (or
     ``Annotated[CancelOnDisconnect, Depends(cancel_ctx)]``) and FastAPI hands you the request's
-    context. When the client hangs up while the endpoint works, :attr:`is_cancelled` turns
-    true and :attr:`scope` is cancelled, so the endpoint gets the backend's cancellation
-    exception (``asyncio.CancelledError`` or ``trio.Cancelled``) at its next ``await``.
+    context. When the client hangs up while the endpoint works,
+    [`is_cancelled`][fastapi_hangup.CancelOnDisconnect.is_cancelled] turns true and
+    [`scope`][fastapi_hangup.CancelOnDisconnect.scope] is cancelled, so the endpoint gets the
+    backend's cancellation exception (``asyncio.CancelledError`` or ``trio.Cancelled``) at its next
+    ``await``.
 
     ``inspect.signature(CancelOnDisconnect)`` raises on purpose: it is what FastAPI inspects
     for ``Depends(CancelOnDisconnect)``, and the error says what to write instead.
@@ -214,7 +216,9 @@ class CancelOnDisconnect:
         return handle
 
     async def run_sync(self, func: Callable[..., T], *args: Any, abandon: bool = False) -> T:
-        """Run a blocking call in a worker thread; the thread can call :meth:`check`.
+        """Run a blocking call in a worker thread.
+
+        The thread can call [`check`][fastapi_hangup.CancelOnDisconnect.check].
 
         Python cannot stop a thread. By default a hang-up waits for the call to return (it
         should check ``ctx.is_cancelled`` or call ``ctx.check()`` between steps). With

@@ -79,23 +79,24 @@ def cancellable(
     context. Sync endpoints run in a worker thread and stop cooperatively: they declare
     ``ctx: CancelCtx`` and check ``ctx.is_cancelled``.
 
-    On a router whose ``route_class`` is :class:`CancellableRoute` the whole request is
-    covered (dependencies, streaming bodies); there, ``@cancellable`` opts a route in (also
-    for unsafe methods) and ``@cancellable(False)`` opts it out.
+    On a router whose ``route_class`` is [`CancellableRoute`][fastapi_hangup.CancellableRoute] the
+    whole request is covered (dependencies, streaming bodies); there, ``@cancellable`` opts a route
+    in (also for unsafe methods) and ``@cancellable(False)`` opts it out.
 
     Args:
         func_or_enabled: the endpoint (bare ``@cancellable``), or ``False`` to opt the
             endpoint out of its router's policy (``@cancellable(False)``).
         methods: cancel only requests with these methods (default: every method of the route,
             unsafe ones included, since the decorator is an explicit opt-in).
-        deadline: a time budget in seconds; see :func:`cancel_ctx_with`.
+        deadline: a time budget in seconds; see [`cancel_ctx_with`][fastapi_hangup.cancel_ctx_with].
         grace: seconds between noticing a hang-up and delivering the cancellation.
-        deadline_header: honour an inbound deadline header; see :func:`cancel_ctx_with`.
+        deadline_header: honour an inbound deadline header; see
+            [`cancel_ctx_with`][fastapi_hangup.cancel_ctx_with].
         callback_timeout: the default time limit of ``on_cancel`` callbacks.
 
     Placed above the route decorator it cannot work (the route was registered with the
-    undecorated function); :func:`document_cancellation` then fails with a ``TypeError``
-    that says so.
+    undecorated function); [`document_cancellation`][fastapi_hangup.document_cancellation] then
+    fails with a ``TypeError`` that says so.
 
     The decorated endpoint keeps its type: called directly (in a unit test), it simply runs.
     FastAPI's own rules decide whether it is async, sync or a stream, so an endpoint behind

@@ -25,11 +25,12 @@ _Exit = Callable[
 
 
 async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
-    """Give the endpoint the request's :class:`CancelOnDisconnect` context.
+    """Give the endpoint the request's cancellation context.
 
-    Use it as ``Depends(cancel_ctx)`` (or through the :data:`CancelCtx` alias). The context's
-    scope is entered while dependencies are solved and left when the endpoint function
-    returns (or, if a yield dependency solved after it holds a cancel scope of its own
+    The context is a [`CancelOnDisconnect`][fastapi_hangup.CancelOnDisconnect]. Use it as
+    ``Depends(cancel_ctx)`` (or through the [`CancelCtx`][fastapi_hangup.CancelCtx] alias). The
+    context's scope is entered while dependencies are solved and left when the endpoint
+    function returns (or, if a yield dependency solved after it holds a cancel scope of its own
     open, when the request ends); the watcher stops the moment the endpoint function
     returns, before the response is sent, so ``http.disconnect`` after a complete response
     (which every server sends) and BackgroundTasks are never affected. The default
@@ -38,13 +39,13 @@ async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
     When the client hangs up while the endpoint works, the endpoint gets the backend's
     cancellation exception at its next ``await``. The request then ends quietly: nothing is
     sent, one record goes to the ``fastapi_hangup`` logger, and the rest of the request sees
-    :class:`ClientDisconnected`.
+    [`ClientDisconnected`][fastapi_hangup.ClientDisconnected].
 
-    If the route is a :class:`CancellableRoute` (or the endpoint is ``@cancellable``), the
-    dependency returns that entry point's context: one request has one context. Where an
-    app-wide ``dependencies=[Depends(cancel_ctx)]`` reaches more than endpoints, on websocket
-    routes and the files of ``app.frontend()``, it steps aside: the context it gives there
-    is never cancelled.
+    If the route is a [`CancellableRoute`][fastapi_hangup.CancellableRoute] (or the endpoint is
+    ``@cancellable``), the dependency returns that entry point's context: one request has one
+    context. Where an app-wide ``dependencies=[Depends(cancel_ctx)]`` reaches more than endpoints,
+    on websocket routes and the files of ``app.frontend()``, it steps aside: the context it gives
+    there is never cancelled.
 
     Raises:
         RuntimeError: outside a FastAPI route (for example, called by hand).
@@ -67,7 +68,8 @@ def cancel_ctx_with(
     Args:
         deadline: the time budget in seconds. When it runs out the endpoint is cancelled and
             the client (still waiting) gets ``504`` with ``{"detail": "Deadline exceeded: ..."}``
-            (from :class:`DeadlineExceeded`; a handler of yours can answer differently).
+            (from [`DeadlineExceeded`][fastapi_hangup.DeadlineExceeded]; a handler of yours can
+            answer differently).
         grace: seconds between noticing a hang-up (``is_cancelled`` turns true at once) and
             delivering the cancellation, so code at a safe point can stop by itself first.
         deadline_header: honour an inbound deadline header: ``True`` for

@@ -12,8 +12,8 @@ work first yields to the event loop. ``end_work()`` says the work is over (the e
 returned, or the response is complete): later disconnects mean nothing. On the way out it
 joins the watcher, leaves the cancel scope, runs ``on_cancel`` callbacks, reports the stop
 once (log record, ``on_stop`` hook, span, metrics: ``_report.py``) and raises what ends an
-abandoned request: :class:`ClientDisconnected` after a hang-up,
-:class:`DeadlineExceeded` (504) after a passed deadline.
+abandoned request: [`ClientDisconnected`][fastapi_hangup.ClientDisconnected] after a hang-up,
+[`DeadlineExceeded`][fastapi_hangup.DeadlineExceeded] (504) after a passed deadline.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class RequestGuard:
 
     Args:
         scope: the request's ASGI scope.
-        receive: the raw ASGI ``receive``; once the work runs, read through :meth:`receive`.
+        receive: the raw ASGI ``receive``; once the work runs, read through ``receive``.
         options: the route's settings (deadline, grace, ...).
         covers_response: whether the guard also covers the response body (the route class),
             not only the work.

@@ -33,12 +33,13 @@ DESCRIPTION_NOTE = (
 
 FastAPI reads nothing else of an endpoint into its operation, so on a plain router this is
 how the decorator alone shows in ``/openapi.json`` and Swagger UI. Where the full mark is
-added (:func:`add_cancellation`, :class:`CancellableRoute`), the sentence is taken out again.
+added ([`add_cancellation`][fastapi_hangup.add_cancellation],
+[`CancellableRoute`][fastapi_hangup.CancellableRoute]), the sentence is taken out again.
 """
 
 
 def with_note(doc: str | None) -> str:
-    """``doc`` (cleaned as FastAPI cleans it) with :data:`DESCRIPTION_NOTE` at the end of
+    """``doc`` (cleaned as FastAPI cleans it) with ``DESCRIPTION_NOTE`` at the end of
     the part FastAPI shows (before a form feed, where FastAPI cuts the description)."""
     shown, cut, rest = inspect.cleandoc(doc or "").partition("\f")
     shown = shown.rstrip()
@@ -76,14 +77,15 @@ def mark_operation(route: APIRoute, methods: Iterable[str], *, tag: str | None =
 def document_cancellation(app: FastAPI, *, tag: str | None = None) -> None:
     """Mark the operations that ``@cancellable`` or ``cancel_ctx`` guard, on a plain router.
 
-    A :class:`CancellableRoute` marks its operations itself. Routes of a plain router do not
-    know what their dependencies do, so call this once after adding the routes (or at any time
-    before the schema is first built); it marks every route whose endpoint is
+    A [`CancellableRoute`][fastapi_hangup.CancellableRoute] marks its operations itself. Routes of a
+    plain router do not know what their dependencies do, so call this once after adding the routes
+    (or at any time before the schema is first built); it marks every route whose endpoint is
     ``@cancellable`` or depends on ``cancel_ctx``, directly or through sub-dependencies.
 
-    It also registers the quiet handler for :class:`ClientDisconnected` with
-    ``app.add_exception_handler`` (unless you registered your own), which the dependency and
-    the decorator otherwise add on the first guarded request.
+    It also registers the quiet handler for
+    [`ClientDisconnected`][fastapi_hangup.ClientDisconnected] with ``app.add_exception_handler``
+    (unless you registered your own), which the dependency and the decorator otherwise add on the
+    first guarded request.
 
     Args:
         app: the application.

@@ -19,7 +19,10 @@ half-written, so they are cancelled only where you opt in, per route or per rout
 ALL_METHODS = frozenset(
     {"GET", "HEAD", "OPTIONS", "QUERY", "POST", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT"}
 )
-"""Every HTTP method: pass it to :func:`cancellable_route` to cancel writes too."""
+"""Every HTTP method.
+
+Pass it to [`cancellable_route`][fastapi_hangup.cancellable_route] to cancel writes too.
+"""
 
 _MARK = "__fastapi_hangup_policy__"
 _WRAPPED_MARK = "__fastapi_hangup_wrapped__"

@@ -6,7 +6,7 @@ hooks that act on tests which do not use its fixtures. The fixtures:
 
 - ``hangup_app``: the app under test; by default imported from the ``hangup_app`` ini option
   (``"package.module:app"``), or override the fixture in your test module or conftest.
-- ``hangup_transport``: the :class:`~fastapi_hangup.testing.HangUpTransport` for it;
+- ``hangup_transport``: the [`HangUpTransport`][fastapi_hangup.testing.HangUpTransport] for it;
   ``@pytest.mark.hangup(disconnect="repeat", lifespan=False, ...)`` passes its arguments.
 - ``hangup_client``: an entered ``httpx.AsyncClient`` on that transport (``base_url``
   ``http://testserver``), with the app's lifespan running.
@@ -61,7 +61,10 @@ def hangup_app(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def hangup_transport(hangup_app: Any, request: pytest.FixtureRequest) -> HangUpTransport:
-    """A :class:`HangUpTransport` for the app; ``hangup_client`` enters it."""
+    """The app's [`HangUpTransport`][fastapi_hangup.testing.HangUpTransport].
+
+    ``hangup_client`` enters it.
+    """
     from fastapi_hangup.testing import HangUpTransport
 
     marker = request.node.get_closest_marker("hangup")

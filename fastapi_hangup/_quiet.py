@@ -12,7 +12,9 @@ from fastapi_hangup._fastapi import behind_base_http_middleware
 
 
 async def send_nothing(request: Request, exc: Exception) -> None:
-    """The handler for :class:`ClientDisconnected`: the client is gone, so nothing is sent.
+    """Handle [`ClientDisconnected`][fastapi_hangup.ClientDisconnected]: the client is gone.
+
+    Nothing is sent.
 
     The log record was written when the work stopped.
     """

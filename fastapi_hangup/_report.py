@@ -1,6 +1,6 @@
 """What a stopped request leaves behind: one log record, one hook call, its span and metrics.
 
-The guard calls :func:`report` exactly once for every request whose work it stopped, from
+The guard calls ``report`` exactly once for every request whose work it stopped, from
 every entry point, so the four outlets always agree. Nothing here runs for a request that
 ends normally: telemetry costs nothing until work is stopped.
 """

@@ -28,8 +28,9 @@ class CancellableRoute(APIRoute):
 
     By default only safe methods (GET, HEAD, OPTIONS, QUERY) are cancelled: a write cancelled
     half-way can leave state half-written. Opt a route in with ``@cancellable`` (all of its
-    methods) or the whole router with :func:`cancellable_route`; opt a route out with
-    ``@cancellable(False)``. Cancellable operations are marked in the OpenAPI document.
+    methods) or the whole router with [`cancellable_route`][fastapi_hangup.cancellable_route]; opt a
+    route out with ``@cancellable(False)``. Cancellable operations are marked in the OpenAPI
+    document.
     """
 
     cancel_methods: ClassVar[frozenset[str]] = SAFE_METHODS
@@ -70,16 +71,19 @@ def cancellable_route(
     deadline_header: str | bool | None = None,
     callback_timeout: float = 5.0,
 ) -> type[CancellableRoute]:
-    """Return a :class:`CancellableRoute` class with its own router-wide policy.
+    """Return a route class with its own router-wide policy.
+
+    The class is a [`CancellableRoute`][fastapi_hangup.CancellableRoute].
 
     Args:
         methods: the methods the router cancels by default. Pass ``ALL_METHODS`` to cancel
             writes too, or an empty set to cancel only routes marked ``@cancellable``.
         tag: an OpenAPI tag added to every cancellable operation.
         deadline: a time budget in seconds for every cancellable request; see
-            :func:`cancel_ctx_with`.
+            [`cancel_ctx_with`][fastapi_hangup.cancel_ctx_with].
         grace: seconds between noticing a hang-up and delivering the cancellation.
-        deadline_header: honour an inbound deadline header; see :func:`cancel_ctx_with`.
+        deadline_header: honour an inbound deadline header; see
+            [`cancel_ctx_with`][fastapi_hangup.cancel_ctx_with].
         callback_timeout: the default time limit of ``on_cancel`` callbacks.
 
     Example:

@@ -176,7 +176,8 @@ async def test_remaining_decreases_as_time_passes(entry: EntryPoint) -> None:
     assert len(samples) == 5
     assert all(0 < sample <= 1.0 for sample in samples)
     assert all(later < earlier for earlier, later in itertools.pairwise(samples))
-    assert samples[0] - samples[-1] >= 0.04  # four sleeps of 10 ms
+    # four sleeps of 10 ms; uvloop rounds timers to the millisecond and may wake one early
+    assert samples[0] - samples[-1] >= 0.035
 
 
 async def test_remaining_matches_the_deadline(entry: EntryPoint) -> None:

@@ -2,8 +2,8 @@
 
 Starlette's ``TestClient`` and httpx's ``ASGITransport`` only send ``http.disconnect`` after
 the response is complete, so they cannot show what your endpoint does when a client goes away
-mid-request. :class:`HangUpTransport` makes an ordinary ``httpx.AsyncClient`` hang up when
-the test gives up on a request::
+mid-request. [`HangUpTransport`][fastapi_hangup.testing.HangUpTransport] makes an ordinary
+``httpx.AsyncClient`` hang up when the test gives up on a request::
 
     transport = HangUpTransport(app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -11,8 +11,8 @@ the test gives up on a request::
             await client.get("/report")
     assert_cancelled(transport.last_request)
 
-:class:`HangUpClient` does the same in one call, with hang-ups only the server side can time
-(after N body chunks, once the work has started).
+[`HangUpClient`][fastapi_hangup.testing.HangUpClient] does the same in one call, with hang-ups only
+the server side can time (after N body chunks, once the work has started).
 """
 
 from fastapi_hangup.testing import _exchange

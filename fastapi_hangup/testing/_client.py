@@ -1,8 +1,8 @@
 """``HangUpClient``: hang up on your own app in one call, with triggers an httpx client lacks.
 
-It runs each request through the same :class:`~fastapi_hangup.testing._exchange.Exchange` as
-:class:`HangUpTransport`, adding hang-ups that only the server side can time: after N
-response body chunks, or once the guarded work has started::
+It runs each request through the same ``Exchange`` as
+[`HangUpTransport`][fastapi_hangup.testing.HangUpTransport], adding hang-ups that only the server
+side can time: after N response body chunks, or once the guarded work has started::
 
     client = HangUpClient(app)
     result = await client.get("/report", hang_up_after=0.05)
@@ -46,11 +46,13 @@ class HangUpClient:
         self.timeout = timeout
 
     async def get(self, url: str, **kwargs: Any) -> RequestResult:
-        """Send a GET request; see :meth:`request` for the arguments."""
+        """Send a GET request; the arguments are those of
+        [`request`][fastapi_hangup.testing.HangUpClient.request]."""
         return await self.request("GET", url, **kwargs)
 
     async def post(self, url: str, **kwargs: Any) -> RequestResult:
-        """Send a POST request; see :meth:`request` for the arguments."""
+        """Send a POST request; the arguments are those of
+        [`request`][fastapi_hangup.testing.HangUpClient.request]."""
         return await self.request("POST", url, **kwargs)
 
     async def request(

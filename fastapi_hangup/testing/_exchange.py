@@ -1,11 +1,11 @@
 """``Exchange``: one request on a simulated server connection, the kit's one mechanism.
 
-Both :class:`HangUpClient` and :class:`HangUpTransport` run the app through an exchange. It
+Both [`HangUpClient`][fastapi_hangup.testing.HangUpClient] and
+[`HangUpTransport`][fastapi_hangup.testing.HangUpTransport] run the app through an exchange. It
 hands the app the request body, records every message the app sends, and delivers
-``http.disconnect`` when told the client hung up (or once the response is complete, as every
-server does), in the chosen server's manner. It also collects the request's
-``fastapi_hangup`` log records and its cancellation context, so a test sees the outcome
-without a mock.
+``http.disconnect`` when told the client hung up (or once the response is complete, as every server
+does), in the chosen server's manner. It also collects the request's ``fastapi_hangup`` log records
+and its cancellation context, so a test sees the outcome without a mock.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Exchange:
         self._may_disconnect.set()
 
     def cancel(self) -> None:
-        """Stop the app (the server shuts down); :meth:`run` returns soon after."""
+        """Stop the app (the server shuts down); ``run`` returns soon after."""
         self._scope.cancel()
 
     async def changed(self) -> None:
@@ -87,7 +87,7 @@ class Exchange:
         await self._changed.wait()
 
     async def run(self, app: ASGIApp, *, time_limit: float | None = None) -> None:
-        """Call the app; keep what it raises in :attr:`error`, never raise it here."""
+        """Call the app; keep what it raises in ``error``, never raise it here."""
         token = _CURRENT.set(self)
         started = time.monotonic()
         try:

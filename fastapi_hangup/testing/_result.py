@@ -15,7 +15,8 @@ from fastapi_hangup._context import CancelOnDisconnect
 class RequestResult:
     """What one request did, seen from the client's side of the ASGI connection.
 
-    :class:`HangUpClient` returns one; :class:`HangUpTransport` keeps one per request in
+    [`HangUpClient`][fastapi_hangup.testing.HangUpClient] returns one;
+    [`HangUpTransport`][fastapi_hangup.testing.HangUpTransport] keeps one per request in
     ``transport.requests`` (the latest is ``transport.last_request``), so an httpx test that
     abandoned its request can still see what became of the work.
     """
