@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 
-from fastapi_hangup import CancelCtx, CancellableRoute, cancellable
+from fastapi_hangup import CancelCtx, CancellableRoute, add_cancellation, cancellable
 
 
 async def _noop() -> None:
@@ -61,6 +61,14 @@ def _route_class(app: FastAPI) -> None:
         return {"ok": True}
 
 
+def _add_cancellation(app: FastAPI) -> None:
+    add_cancellation(app)
+
+    @app.get("/")
+    async def handler() -> dict[str, bool]:
+        return {"ok": True}
+
+
 VARIANTS: dict[str, Callable[[FastAPI], Any]] = {
     "plain": _plain,
     "noop-dependency": _noop_dependency,
@@ -68,6 +76,7 @@ VARIANTS: dict[str, Callable[[FastAPI], Any]] = {
     "cancel_ctx": _cancel_ctx,
     "@cancellable": _cancellable,
     "CancellableRoute": _route_class,
+    "add_cancellation": _add_cancellation,
 }
 
 
