@@ -5,6 +5,10 @@ on CPU 1. Variants are measured in interleaved rounds and each reports its media
 the machine hits every variant alike. Prints req/s and the ratio to ``plain`` from this run.
 
     uv run python benchmarks/overhead.py [--seconds 5] [--rounds 3]
+
+``--tree NAME=PATH`` adds the variants of another checkout (``git worktree add PATH v0.1.0``)
+to the same interleaved rounds, shown as ``variant@NAME``: a before/after comparison whose
+ratios share one baseline and one machine state.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ def pinned(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() else []
 
 
-def start_server(variant: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HANGUP_BENCH_VARIANT": variant, "PYTHONPATH": str(ROOT)}
+def start_server(variant: str, port: int, root: Path = ROOT) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HANGUP_BENCH_VARIANT": variant, "PYTHONPATH": str(root)}
     cmd = [
         *pinned(0),
         sys.executable,
@@ -52,7 +56,7 @@ def start_server(variant: str, port: int) -> subprocess.Popen[bytes]:
         "warning",
         "--no-access-log",
     ]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    proc = subprocess.Popen(cmd, env=env, cwd=root)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -90,11 +94,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
-    servers = {v: (p := free_port(), start_server(v, p)) for v in args.variants}
-    results: dict[str, list[float]] = {v: [] for v in args.variants}
+    runs = [(v, v, ROOT) for v in args.variants]
+    for tree in args.tree:
+        name, _, path = tree.partition("=")
+        source = (Path(path) / "benchmarks" / "_apps.py").read_text()
+        here = [v for v in args.variants if v != "plain" and f'"{v}"' in source]
+        runs += [(f"{v}@{name}", v, Path(path)) for v in here]
+    servers = {label: (p := free_port(), start_server(v, p, root)) for label, v, root in runs}
+    results: dict[str, list[float]] = {label: [] for label in servers}
     try:
         for port, _ in servers.values():  # warm-up: imports, caches, JIT-free but still
             wrk(port, 1, args.connections)
@@ -106,11 +117,11 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
     base = statistics.median(results["plain"])
-    print(f"{'variant':<24}{'req/s (median)':>16}{'vs plain':>10}   runs")
+    print(f"{'variant':<30}{'req/s (median)':>16}{'vs plain':>10}   runs")
     for variant, runs in results.items():
         med = statistics.median(runs)
         shown = " ".join(f"{r:.0f}" for r in runs)
-        print(f"{variant:<24}{med:>16.0f}{med / base:>10.1%}   {shown}")
+        print(f"{variant:<30}{med:>16.0f}{med / base:>10.1%}   {shown}")
 
 
 if __name__ == "__main__":
