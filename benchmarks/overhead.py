@@ -118,9 +118,9 @@ def main() -> None:
             proc.wait(10)
     base = statistics.median(results["plain"])
     print(f"{'variant':<30}{'req/s (median)':>16}{'vs plain':>10}   runs")
-    for variant, runs in results.items():
-        med = statistics.median(runs)
-        shown = " ".join(f"{r:.0f}" for r in runs)
+    for variant, samples in results.items():
+        med = statistics.median(samples)
+        shown = " ".join(f"{r:.0f}" for r in samples)
         print(f"{variant:<30}{med:>16.0f}{med / base:>10.1%}   {shown}")
 
 
