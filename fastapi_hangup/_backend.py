@@ -5,13 +5,16 @@ back to the event loop never pays for a task. That needs "run this callback soon
 a task outside any task group", which anyio does not offer. And a cancel scope is made per
 request, so the backend lookup ``anyio.CancelScope()`` does on every call is skipped. And
 the dependency must know whether its cancel scope is the innermost one still open, which
-anyio does not say either.
+anyio does not say either. And anyio's cancel scopes are level-triggered, while the asyncio
+ecosystem's cleanup code is written for ``Task.cancel()``'s one ``CancelledError``: the scope
+``once_scope()`` makes lets a cancellation through once.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -77,3 +80,76 @@ def is_innermost(cancel_scope: anyio.CancelScope) -> bool:
     original = cancel_scope._CancelScope__original  # type: ignore[attr-defined]
     status = trio.lowlevel.current_task()._cancel_status
     return status is not None and status._scope is original
+
+
+#: Seconds the work's cleanup may await after its one cancellation (asyncio), before every
+#: further ``await`` is cancelled too: work that swallows the cancellation still stops.
+CLEANUP_TIMEOUT = 5.0
+
+_once_class: type[anyio.CancelScope] | None = None
+
+
+def once_scope() -> anyio.CancelScope | None:
+    """On asyncio, a cancel scope that lets a cancellation of its parents through once.
+
+    The guard enters it just inside its own cancel scope. When that scope is cancelled (a
+    hang-up, a deadline), the cancellation reaches the work's task as one
+    ``CancelledError`` at its next ``await``, as ``Task.cancel()`` does; from then on the
+    scope shields what follows, so ``finally`` blocks, ``async with`` exits and libraries
+    that clean up and re-raise can await. Shields inside it keep their meaning: while the
+    task sits in one, nothing is delivered, and the one cancellation comes after it. After
+    ``CLEANUP_TIMEOUT`` seconds the shield drops and every ``await`` is cancelled again.
+
+    On trio it returns ``None``: trio's cancellation stays level-triggered, as trio code
+    expects. Relies on anyio's asyncio ``CancelScope._deliver_cancellation`` and
+    ``_host_task`` (checked on anyio 4.6 to 4.16, pinned by tests/test_backend_internals.py).
+    """
+    if _running_loop() is None:
+        return None
+    global _once_class
+    if _once_class is None:
+        _once_class = _make_once_class()
+    return _once_class()
+
+
+def _make_once_class() -> type[anyio.CancelScope]:
+    from anyio._backends._asyncio import CancelScope
+
+    class OnceScope(CancelScope):
+        __slots__ = ("_passed", "_to_level")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._passed = False
+            self._to_level: asyncio.TimerHandle | None = None
+
+        def _deliver_cancellation(self, origin: CancelScope) -> bool:
+            if self._passed:  # the cleanup's time is up: level-triggered from now on
+                return super()._deliver_cancellation(origin)
+            task = self._host_task
+            assert task is not None  # anyio delivers only into an active scope
+            before = task.cancelling()
+            retry = super()._deliver_cancellation(origin)
+            if task.cancelling() == before:
+                return retry  # not delivered yet (a shield inside, or the task is running)
+            self._passed = True
+            self._shield = True
+            self._to_level = asyncio.get_running_loop().call_later(CLEANUP_TIMEOUT, self._level)
+            return False
+
+        def _level(self) -> None:
+            self._to_level = None
+            self.shield = False  # anyio restarts the delivery from the cancelled parent
+
+        def __exit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc_val: BaseException | None,
+            exc_tb: TracebackType | None,
+        ) -> bool:
+            if self._to_level is not None:
+                self._to_level.cancel()
+                self._to_level = None
+            return super().__exit__(exc_type, exc_val, exc_tb)
+
+    return OnceScope

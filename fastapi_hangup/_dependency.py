@@ -142,7 +142,7 @@ def _exit_function(guard: RequestGuard, request: Request) -> _Exit:
         exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
         guard.end_work()
-        if is_innermost(guard.ctx._cancel_scope):
+        if is_innermost(guard.innermost_scope):
             return await _leave(guard, request, exc)
         if exc is None and guard.hung_up:
             # The client left, but the endpoint finished without another await: there is

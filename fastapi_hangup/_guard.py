@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
-from fastapi_hangup._backend import call_soon, new_cancel_scope
+from fastapi_hangup._backend import call_soon, new_cancel_scope, once_scope
 from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
@@ -95,6 +95,7 @@ class RequestGuard:
         "_exited",
         "_hung_up_at",
         "_loop_deadline",
+        "_once",
         "_options",
         "_raw_receive",
         "_started_at",
@@ -122,6 +123,7 @@ class RequestGuard:
             callback_timeout=options.callback_timeout,
         )
         self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
+        self._once: anyio.CancelScope | None = None  # asyncio: one delivery (see once_scope)
         self._started_at = time.monotonic()
         self._loop_deadline = math.inf  # the deadline on the event loop's clock
         self._deadline_hit = False
@@ -177,8 +179,16 @@ class RequestGuard:
             ctx._deadline = self._started_at + budget
             self._loop_deadline = ctx._cancel_scope.deadline = anyio.current_time() + budget
         ctx._cancel_scope.__enter__()
+        once = self._once = once_scope()
+        if once is not None:
+            once.__enter__()
         call_soon(self._watch)
         return ctx
+
+    @property
+    def innermost_scope(self) -> anyio.CancelScope:
+        """The innermost cancel scope the guard keeps open while the work runs."""
+        return self._once or self.ctx._cancel_scope
 
     async def __aexit__(
         self,
@@ -250,6 +260,11 @@ class RequestGuard:
         # reference counting. After a hang-up the cancellation's traceback still links
         # frames in cycles, as any exception through FastAPI's exit stacks does.
         self._asgi_scope.pop(SCOPE_KEY, None)
+        once = self._once
+        if once is not None:
+            self._once = None
+            # Never swallows: it is not cancelled itself, it only passes a cancellation on.
+            once.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
         if exc is None:
             ctx._cancel_scope.__exit__(None, None, None)
             ends = self._ends_after_return()

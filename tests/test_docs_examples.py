@@ -201,3 +201,15 @@ async def test_grace_lets_the_export_stop_between_pages() -> None:
     result = await HangUpClient(app).post("/exports?pages=100", hang_up_after=0.1)
     assert result.cancelled
     assert 0 < len(pages_written) < 100
+
+
+@pytest.mark.parametrize("path", ["/search", "/search-everywhere"])
+async def test_cleanup_that_awaits_after_a_hang_up(anyio_backend: object, path: str) -> None:
+    from examples.cleanup import app, audit
+
+    audit.clear()
+    result = await HangUpClient(app).get(f"{path}?q=x", hang_up_after=0.05)
+
+    assert result.cancelled
+    lost = anyio_backend == "trio" and path == "/search"  # trio: shield an await in finally
+    assert audit == ([] if lost else ["search x"])
