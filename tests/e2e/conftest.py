@@ -26,7 +26,8 @@ import pytest
 from ._events import EventLog
 from ._matrix import MATRIX_ENV, MatrixRecorder
 from ._params import serving
-from ._servers import ALL_SERVERS, Server, ServerPool, ServerView
+from ._servers import ALL_SERVERS, UVICORN_H11, Server, ServerPool, ServerView, run_server
+from ._services import missing_services, postgres, redis
 from ._spawn import kill_all
 
 _SERVER_ORDER = {server: rank for rank, server in enumerate(ALL_SERVERS.values())}
@@ -117,3 +118,37 @@ def pytest_runtest_makereport(
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _recorder is not None and os.environ.get("PYTEST_XDIST_WORKER") is None:
         _recorder.close()
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """PostgreSQL, Redis and a slow upstream (``tests.e2e.upstream_app``) on loopback.
+
+    Servers started meanwhile find them in their environment: ``HANGUP_E2E_PG``,
+    ``HANGUP_E2E_REDIS`` and ``HANGUP_E2E_UPSTREAM`` (a port) for the services app,
+    ``DATABASE_URL``, ``REDIS_URL`` and ``UPSTREAM_URL`` for examples/databases.py. Skipped
+    if a service is not installed, failed instead with ``FASTAPI_HANGUP_REQUIRE_SERVICES``.
+    """
+    missing = missing_services()
+    if missing:
+        if os.environ.get("FASTAPI_HANGUP_REQUIRE_SERVICES"):
+            pytest.fail(f"the services tests need {', '.join(missing)}")
+        pytest.skip(f"the services tests need {', '.join(missing)}")
+    folder = tmp_path_factory.mktemp("services")
+    with (
+        postgres() as (_, dsn),
+        redis(folder / "redis") as (_, redis_url),
+        run_server(UVICORN_H11, "tests.e2e.upstream_app:app", folder / "upstream.log") as up,
+        pytest.MonkeyPatch.context() as env,
+    ):
+        upstream = f"http://127.0.0.1:{up.port}"
+        for name, value in {
+            "HANGUP_E2E_PG": dsn,
+            "HANGUP_E2E_REDIS": redis_url,
+            "HANGUP_E2E_UPSTREAM": str(up.port),
+            "DATABASE_URL": dsn,
+            "REDIS_URL": redis_url,
+            "UPSTREAM_URL": upstream,
+        }.items():
+            env.setenv(name, value)
+        yield {"dsn": dsn, "redis": redis_url, "upstream": up.port}
