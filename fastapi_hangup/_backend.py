@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -116,12 +115,11 @@ def _make_once_class() -> type[anyio.CancelScope]:
     from anyio._backends._asyncio import CancelScope
 
     class OnceScope(CancelScope):
-        __slots__ = ("_passed", "_to_level")
-
-        def __init__(self) -> None:
-            super().__init__()
-            self._passed = False
-            self._to_level: asyncio.TimerHandle | None = None
+        # No __init__ or __exit__ of its own, and no slots: a request that is never
+        # cancelled pays exactly what an anyio CancelScope costs. These class defaults
+        # become instance attributes only once the cancellation has passed.
+        _passed = False
+        _to_level: asyncio.TimerHandle | None = None
 
         def _deliver_cancellation(self, origin: CancelScope) -> bool:
             if self._passed:  # the cleanup's time is up: level-triggered from now on
@@ -141,15 +139,13 @@ def _make_once_class() -> type[anyio.CancelScope]:
             self._to_level = None
             self.shield = False  # anyio restarts the delivery from the cancelled parent
 
-        def __exit__(
-            self,
-            exc_type: type[BaseException] | None,
-            exc_val: BaseException | None,
-            exc_tb: TracebackType | None,
-        ) -> bool:
-            if self._to_level is not None:
-                self._to_level.cancel()
-                self._to_level = None
-            return super().__exit__(exc_type, exc_val, exc_tb)
-
     return OnceScope
+
+
+def leave_once(once: anyio.CancelScope, exc: BaseException | None) -> None:
+    """Exit a scope ``once_scope()`` made (it never swallows: it only passes a cancellation
+    on), and drop its pending switch to level-triggered delivery."""
+    timer: asyncio.TimerHandle | None = getattr(once, "_to_level", None)
+    if timer is not None:
+        timer.cancel()
+    once.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)

@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
-from fastapi_hangup._backend import call_soon, new_cancel_scope, once_scope
+from fastapi_hangup._backend import call_soon, leave_once, new_cancel_scope, once_scope
 from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
@@ -263,8 +263,7 @@ class RequestGuard:
         once = self._once
         if once is not None:
             self._once = None
-            # Never swallows: it is not cancelled itself, it only passes a cancellation on.
-            once.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+            leave_once(once, exc)
         if exc is None:
             ctx._cancel_scope.__exit__(None, None, None)
             ends = self._ends_after_return()
