@@ -101,7 +101,8 @@ def once_scope() -> anyio.CancelScope | None:
 
     On trio it returns ``None``: trio's cancellation stays level-triggered, as trio code
     expects. Relies on anyio's asyncio ``CancelScope._deliver_cancellation`` and
-    ``_host_task`` (checked on anyio 4.6 to 4.16, pinned by tests/test_backend_internals.py).
+    ``_host_task`` (checked on anyio 4.16, the lowest version the package accepts; pinned by
+    tests/test_backend_internals.py).
     """
     if _running_loop() is None:
         return None
