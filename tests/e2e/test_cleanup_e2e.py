@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ._client import Connection, get
-from ._events import EventLog, new_request_id, poll
+from ._client import get
+from ._events import EventLog, poll
 from ._params import on_servers, serving
 from ._servers import HYPERCORN_TRIO, UVICORN_H11, UVICORN_HTTPTOOLS, ServerView, run_server
+from .test_services_e2e import hang_up_on
 
 pytestmark = pytest.mark.e2e
 
@@ -35,16 +36,6 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     ):
         env.setenv("HANGUP_E2E_UPSTREAM", str(running.port))
         yield running.port
-
-
-def hang_up_on(server: ServerView, events: EventLog, path: str) -> str:
-    rid = new_request_id()
-    with Connection(server.port) as connection:
-        connection.send_request("GET", f"{path}?rid={rid}")
-        events.wait_for(rid, "start", timeout=10)
-        connection.hang_up()
-    events.wait_for(rid, "end", timeout=10)
-    return rid
 
 
 def on_trio(server: ServerView) -> bool:
