@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _measure(variants: list[str], requests: int, rounds: int) -> dict[str, list[float]]:
-    from benchmarks._apps import VARIANTS, build
+    from benchmarks._apps import build, names
 
-    apps = {v: build(v) for v in variants if v in VARIANTS}
+    apps = {v: build(v) for v in variants if v in names()}
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -89,9 +89,9 @@ def main() -> None:
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from benchmarks._apps import VARIANTS
+    from benchmarks._apps import names
 
-    variants = args.variants or list(VARIANTS)
+    variants = args.variants or names()
     if args.child:
         _child(variants, args.requests, args.rounds)
         return

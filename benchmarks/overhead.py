@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._apps import VARIANTS  # noqa: E402
+from benchmarks._apps import names  # noqa: E402
 
 
 def free_port() -> int:
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=names())
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH")
     args = parser.parse_args()
     if shutil.which("wrk") is None:

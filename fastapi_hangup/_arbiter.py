@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 from starlette.types import Message, Receive
 
-from fastapi_hangup._backend import spawn
+from fastapi_hangup._backend import Task, join, spawn
 from fastapi_hangup._fastapi import is_disconnect_probe
 
 
@@ -40,15 +40,13 @@ class ReceiveArbiter:
         "_changed",
         "_disconnect",
         "_error",
-        "_finished",
         "_on_disconnect",
         "_raw",
         "_state",
         "_taken",
         "_task",
         "_unread",
-        "_watch_scope",
-        "_watcher_done",
+        "_watching",
     )
 
     def __init__(self, receive: Receive, on_disconnect: Callable[[], None]) -> None:
@@ -61,10 +59,8 @@ class ReceiveArbiter:
         # Events are created lazily by whoever waits: a request that never suspends makes none.
         self._changed: anyio.Event | None = None
         self._taken: anyio.Event | None = None
-        self._finished: anyio.Event | None = None
-        self._watch_scope: anyio.CancelScope | None = None
-        self._watcher_done = False
-        self._task: object = None
+        self._task: Task | None = None
+        self._watching = False  # the watcher task has started and may wait in the raw receive
         self._asked = False
 
     @property
@@ -90,16 +86,19 @@ class ReceiveArbiter:
         listener) cannot lose a message to the dying watcher.
         """
         self._state = _State.STOPPED
-        if self._watch_scope is not None:
-            self._watch_scope.cancel()
+        if self._watching:
+            # A watcher that has not started yet sees STOPPED and returns: cancelling it
+            # would end its task before its first line, as a cancelled task.
+            self._watching = False
+            assert self._task is not None
+            self._task.cancel()
         self._notify()  # readers waiting on the watcher now read the raw receive themselves
 
-    async def wait_stopped(self) -> None:
-        """Wait until the watcher task, if one was started, has finished."""
-        if self._task is not None and not self._watcher_done:
-            self._finished = anyio.Event()
-            with anyio.CancelScope(shield=True):
-                await self._finished.wait()
+    async def wait_stopped(self, once: anyio.CancelScope | None = None) -> None:
+        """Wait until the watcher task, if one was started, has finished (``once``: see
+        ``_backend.join``)."""
+        if self._task is not None:
+            await join(self._task, once)
 
     async def receive(self) -> Message:
         """Return the next request message: what the watcher holds, then the raw stream."""
@@ -130,46 +129,51 @@ class ReceiveArbiter:
             self.arm()
             await changed.wait()
 
+    def _stopped(self) -> bool:  # a method: mypy would take the state for the loop's
+        return self._state is _State.STOPPED
+
     def _notify(self) -> None:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
 
     async def _watch(self) -> None:
+        if self._state is not _State.WATCHING:
+            return  # stopped before it ran
+        self._watching = True
         try:
-            with anyio.CancelScope() as self._watch_scope:
-                while self._state is _State.WATCHING:
-                    message = await self._raw()
-                    if message["type"] != "http.request":
-                        self._disconnect = message
-                        self._notify()
-                        self._on_disconnect()
-                        return
-                    more = message.get("more_body", False)
-                    if more and not message.get("body"):
-                        # An empty chunk carries nothing (Starlette's readers skip it), and
-                        # waiting for someone to take it would leave the client's body stream
-                        # half-read when nobody does (httpx's ASGITransport sends one first).
-                        continue
-                    self._unread = message
+            while self._state is _State.WATCHING:
+                message = await self._raw()
+                if message["type"] != "http.request":
+                    self._disconnect = message
                     self._notify()
-                    if more:
-                        self._taken = anyio.Event()
-                        await self._taken.wait()
-                        self._taken = None
+                    self._on_disconnect()
+                    return
+                more = message.get("more_body", False)
+                if more and not message.get("body"):
+                    # An empty chunk carries nothing (Starlette's readers skip it), and
+                    # waiting for someone to take it would leave the client's body stream
+                    # half-read when nobody does (httpx's ASGITransport sends one first).
+                    continue
+                self._unread = message
+                self._notify()
+                if more:
+                    self._taken = anyio.Event()
+                    await self._taken.wait()
+                    self._taken = None
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
+                if self._stopped():
+                    return  # stop() cancelled it: the task ends as a task that returned
                 raise  # the event loop is shutting down: the task ends like any other
             # The server's receive() failed (a test's fake receive may even raise a
             # BaseException): the watcher must not die of it, readers get the error instead.
             self._error = exc
             self._notify()
         finally:
-            self._watcher_done = True
-            if self._finished is not None:
-                self._finished.set()
+            self._watching = False
 
 
 def _ignore() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol, cast
 
 import anyio
 
@@ -26,41 +26,109 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def call_soon(callback: Callable[[], None]) -> None:
-    """Run ``callback`` on the event loop once the current task next yields to it."""
+#: Seconds a guarded request runs before its watcher starts (asyncio). A request that ends
+#: sooner (a cache hit, a quick query) never starts one: that saves ~10 µs of a task's life.
+#: A hang-up in that first moment is seen when it ends (libuv rounds timers to 1 ms).
+ARM_DELAY = 0.001
+
+
+def call_later(callback: Callable[[], None]) -> asyncio.TimerHandle | None:
+    """Run ``callback`` on the event loop ``ARM_DELAY`` seconds from now; return its handle.
+
+    trio has no timers outside tasks: there ``callback`` runs once the current task next
+    yields to the scheduler, and there is no handle (``None``).
+    """
     loop = _running_loop()
     if loop is not None:
-        loop.call_soon(callback)
-        return
+        return loop.call_later(ARM_DELAY, callback)
     import trio
 
     trio.lowlevel.current_trio_token().run_sync_soon(callback)
+    return None
 
 
-def spawn(func: Callable[[], Coroutine[Any, Any, None]]) -> object:
-    """Start ``func()`` as a task of its own and return a reference that keeps it alive.
+class Task(Protocol):
+    """A task ``spawn()`` started: ``asyncio.Task`` on asyncio, ``_TrioTask`` on trio."""
 
-    The caller owns the task's lifetime: ``func`` must never raise, and the caller must stop
-    it and wait for it before the request ends (the arbiter does both).
+    def cancel(self) -> object:
+        """Cancel the task at its next (or its current) wait."""
+
+    def done(self) -> bool:
+        """Whether the task has finished."""
+
+
+def spawn(func: Callable[[], Coroutine[Any, Any, None]]) -> Task:
+    """Start ``func()`` as a task of its own, outside any task group, and return it.
+
+    The caller owns the task's lifetime: ``func`` must never raise (it returns when it is
+    cancelled too), and the caller must cancel it and ``join()`` it before the request ends
+    (the arbiter does both). On asyncio this is ``loop.create_task()`` and ``Task.cancel()``
+    themselves: no anyio scope, event or delivery loop, which cost a guarded request that
+    awaits about 20 µs.
     """
     loop = _running_loop()
     if loop is not None:
         return loop.create_task(func())
-    import trio
+    return _TrioTask(func)
 
-    return trio.lowlevel.spawn_system_task(func)
+
+async def join(task: Task, once: anyio.CancelScope | None = None) -> None:
+    """Wait until ``task`` has finished; a cancellation of the caller waits for it too.
+
+    ``once`` is the scope ``once_scope()`` made, if the caller sits in it and leaves it right
+    after: then the wait shields that scope, instead of entering a shielded one of its own
+    (another ~3 µs). Its exit restarts any delivery the shield held back.
+    """
+    if task.done():
+        return
+    if once is not None:
+        _stop_level_timer(once)
+        once._shield = True  # type: ignore[attr-defined]
+        await cast("asyncio.Task[None]", task)
+        return
+    with new_cancel_scope(shield=True):
+        if isinstance(task, _TrioTask):
+            await task.finished.wait()
+        else:
+            await cast("asyncio.Task[None]", task)
+
+
+class _TrioTask:
+    """A trio system task in a cancel scope of its own, so that it can be cancelled alone."""
+
+    __slots__ = ("_cancel_scope", "finished")
+
+    def __init__(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        import trio
+
+        self._cancel_scope = trio.CancelScope()
+        self.finished = trio.Event()
+        trio.lowlevel.spawn_system_task(self._run, func)
+
+    async def _run(self, func: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            with self._cancel_scope:
+                await func()
+        finally:
+            self.finished.set()
+
+    def cancel(self) -> None:
+        self._cancel_scope.cancel()
+
+    def done(self) -> bool:
+        return self.finished.is_set()
 
 
 _scope_classes: dict[bool, type[anyio.CancelScope]] = {}
 
 
-def new_cancel_scope() -> anyio.CancelScope:
-    """Return ``anyio.CancelScope()``, minus anyio's per-call backend lookup (it adds ~1 µs)."""
+def new_cancel_scope(*, shield: bool = False) -> anyio.CancelScope:
+    """Return ``anyio.CancelScope(shield=...)``, minus anyio's per-call backend lookup (~1 µs)."""
     on_asyncio = _running_loop() is not None
     cls = _scope_classes.get(on_asyncio)
     if cls is None:
         cls = _scope_classes[on_asyncio] = type(anyio.CancelScope())
-    return cls()
+    return cls(shield=shield)
 
 
 def is_innermost(cancel_scope: anyio.CancelScope) -> bool:
@@ -146,7 +214,12 @@ def _make_once_class() -> type[anyio.CancelScope]:
 def leave_once(once: anyio.CancelScope, exc: BaseException | None) -> None:
     """Exit a scope ``once_scope()`` made (it never swallows: it only passes a cancellation
     on), and drop its pending switch to level-triggered delivery."""
+    _stop_level_timer(once)
+    once.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+
+
+def _stop_level_timer(once: anyio.CancelScope) -> None:
     timer: asyncio.TimerHandle | None = getattr(once, "_to_level", None)
     if timer is not None:
         timer.cancel()
-    once.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+        once._to_level = None  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ abandoned request: [`ClientDisconnected`][fastapi_hangup.ClientDisconnected] aft
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from types import TracebackType
@@ -29,7 +30,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
-from fastapi_hangup._backend import call_soon, leave_once, new_cancel_scope, once_scope
+from fastapi_hangup._backend import call_later, leave_once, new_cancel_scope, once_scope
 from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
@@ -88,6 +89,7 @@ class RequestGuard:
 
     __slots__ = (
         "_arbiter",
+        "_arm_timer",
         "_asgi_scope",
         "_body_read",
         "_deadline_hit",
@@ -124,6 +126,7 @@ class RequestGuard:
         )
         self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
         self._once: anyio.CancelScope | None = None  # asyncio: one delivery (see once_scope)
+        self._arm_timer: asyncio.TimerHandle | None = None
         self._started_at = time.monotonic()
         self._loop_deadline = math.inf  # the deadline on the event loop's clock
         self._deadline_hit = False
@@ -182,7 +185,7 @@ class RequestGuard:
         once = self._once = once_scope()
         if once is not None:
             once.__enter__()
-        call_soon(self._watch)
+        self._arm_timer = call_later(self._watch)
         return ctx
 
     @property
@@ -240,6 +243,9 @@ class RequestGuard:
                 )
             if ctx._cancel_scope.deadline != math.inf:  # a budget or a grace period is running
                 ctx._cancel_scope.deadline = math.inf
+        if self._arm_timer is not None:
+            self._arm_timer.cancel()
+            self._arm_timer = None
         if self._arbiter is not None:
             self._arbiter.stop()
 
@@ -251,7 +257,7 @@ class RequestGuard:
         """
         self.end_work()
         if self._arbiter is not None:
-            await self._arbiter.wait_stopped()
+            await self._arbiter.wait_stopped(self._once)
             self._arbiter.detach()  # no reference back to us (see below)
         ctx = self.ctx
         ctx._finished = True
@@ -339,6 +345,7 @@ class RequestGuard:
         )
 
     def _watch(self) -> None:
+        self._arm_timer = None
         if self.ctx._working and not self._awaits_continue():
             self._get_arbiter().arm()
 

@@ -6,6 +6,7 @@ classes do not live.
 """
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -17,7 +18,8 @@ from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 from starlette.types import Message
 
-from fastapi_hangup import CancelOnDisconnect, ClientDisconnected
+from fastapi_hangup import CancelOnDisconnect, ClientDisconnected, _backend
+from fastapi_hangup._backend import ARM_DELAY
 from fastapi_hangup.testing import HangUpClient
 from tests._asgi import RecordingSend, ScriptedReceive, body_messages, http_scope, running_tasks
 from tests._context_apps import EntryPoint, app_with, only_on
@@ -247,7 +249,10 @@ async def test_no_watcher_task_outlives_the_request(entry: EntryPoint, hang_up: 
     during: set[object] = set()
 
     async def work(ctx: CancelOnDisconnect) -> object:
-        await anyio.wait_all_tasks_blocked()  # the watcher is running by now
+        # The watcher starts ARM_DELAY after the work (asyncio: a timer, which fires before
+        # this longer one) or at its first wait (trio), and is running by now.
+        await anyio.sleep(ARM_DELAY * 10)
+        await anyio.wait_all_tasks_blocked()
         during.update(running_tasks())
         started.set()
         if hang_up:
@@ -266,6 +271,30 @@ async def test_no_watcher_task_outlives_the_request(entry: EntryPoint, hang_up: 
     assert during - before  # the watcher (and the client's helper task) existed meanwhile
     assert not (during - before) & after
     assert after <= before
+
+
+async def test_work_that_ends_within_the_arming_delay_starts_no_watcher(
+    entry: EntryPoint, anyio_backend_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvloop counts timers from the start of the loop's iteration, so a 1 ms timer can fire
+    # at once: a longer delay makes "within" certain.
+    monkeypatch.setattr(_backend, "ARM_DELAY", 0.5)
+    during: set[object] = set()
+
+    async def work(ctx: CancelOnDisconnect) -> object:
+        await anyio.lowlevel.checkpoint()  # gives the loop control, for far less than 1 ms
+        await anyio.lowlevel.checkpoint()
+        during.update(running_tasks())
+        return {}
+
+    before = running_tasks()
+    result = await HangUpClient(entry.app(work)).get("/work")
+
+    assert result.status_code == 200
+    # asyncio names the task by its coroutine, trio by the system task's function.
+    watchers = {t for t in during - before if re.search(r"_watch|_TrioTask", repr(t))}
+    # asyncio arms the watcher with a timer; trio, which has none outside tasks, at once.
+    assert bool(watchers) is (anyio_backend_name == "trio")
 
 
 # -- Shield means shield ---------------------------------------------------------------------
