@@ -94,11 +94,11 @@ class ReceiveArbiter:
             self._task.cancel()
         self._notify()  # readers waiting on the watcher now read the raw receive themselves
 
-    async def wait_stopped(self, once: anyio.CancelScope | None = None) -> None:
-        """Wait until the watcher task, if one was started, has finished (``once``: see
-        ``_backend.join``)."""
+    async def wait_stopped(self, scope: anyio.CancelScope | None = None) -> None:
+        """Wait until the watcher task, if one was started, has finished; ``scope`` is the
+        guard's, if the caller leaves it next (see ``_backend.join``)."""
         if self._task is not None:
-            await join(self._task, once)
+            await join(self._task, scope)
 
     async def receive(self) -> Message:
         """Return the next request message: what the watcher holds, then the raw stream."""

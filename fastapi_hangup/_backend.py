@@ -7,7 +7,7 @@ request, so the backend lookup ``anyio.CancelScope()`` does on every call is ski
 the dependency must know whether its cancel scope is the innermost one still open, which
 anyio does not say either. And anyio's cancel scopes are level-triggered, while the asyncio
 ecosystem's cleanup code is written for ``Task.cancel()``'s one ``CancelledError``: the scope
-``once_scope()`` makes lets a cancellation through once.
+``guard_scope()`` makes delivers a cancellation once.
 """
 
 from __future__ import annotations
@@ -72,18 +72,16 @@ def spawn(func: Callable[[], Coroutine[Any, Any, None]]) -> Task:
     return _TrioTask(func)
 
 
-async def join(task: Task, once: anyio.CancelScope | None = None) -> None:
+async def join(task: Task, scope: anyio.CancelScope | None = None) -> None:
     """Wait until ``task`` has finished; a cancellation of the caller waits for it too.
 
-    ``once`` is the scope ``once_scope()`` made, if the caller sits in it and leaves it right
-    after: then the wait shields that scope, instead of entering a shielded one of its own
-    (another ~3 µs). Its exit restarts any delivery the shield held back.
+    ``scope`` may be the guard's, which the caller sits in and leaves right after: on asyncio
+    the wait holds its deliveries back (``hold_deliveries``) instead of entering a shielded
+    scope of its own, which would cost another ~3 µs.
     """
     if task.done():
         return
-    if once is not None:
-        _stop_level_timer(once)
-        once._shield = True  # type: ignore[attr-defined]
+    if scope is not None and hold_deliveries(scope):
         await cast("asyncio.Task[None]", task)
         return
     with new_cancel_scope(shield=True):
@@ -156,24 +154,27 @@ CLEANUP_TIMEOUT = 5.0
 _once_class: type[anyio.CancelScope] | None = None
 
 
-def once_scope() -> anyio.CancelScope | None:
-    """On asyncio, a cancel scope that lets a cancellation of its parents through once.
+def guard_scope() -> anyio.CancelScope:
+    """The cancel scope a guard runs the work in: on asyncio, one that delivers once.
 
-    The guard enters it just inside its own cancel scope. When that scope is cancelled (a
-    hang-up, a deadline), the cancellation reaches the work's task as one
-    ``CancelledError`` at its next ``await``, as ``Task.cancel()`` does; from then on the
-    scope shields what follows, so ``finally`` blocks, ``async with`` exits and libraries
-    that clean up and re-raise can await. Shields inside it keep their meaning: while the
-    task sits in one, nothing is delivered, and the one cancellation comes after it. After
-    ``CLEANUP_TIMEOUT`` seconds the shield drops and every ``await`` is cancelled again.
+    When it is cancelled (a hang-up, a deadline, the application), or a scope around it is
+    (a server shutting down), the cancellation reaches the work's task as one
+    ``CancelledError`` at its next ``await``, as ``Task.cancel()`` does. From then on the
+    scope holds: to anyio it looks like a shielded scope nobody cancelled, so ``finally``
+    blocks, ``async with`` exits and libraries that clean up and re-raise can await, and
+    their own timeouts are their own. Shields inside it keep their meaning: while the task
+    sits in one, nothing is delivered, and the one cancellation comes after it. After
+    ``CLEANUP_TIMEOUT`` seconds it lets go and delivers on every ``await``, as anyio does.
+    (While it holds, its ``cancel_called`` reads ``False`` and its ``shield`` ``True``.)
 
-    On trio it returns ``None``: trio's cancellation stays level-triggered, as trio code
-    expects. Relies on anyio's asyncio ``CancelScope._deliver_cancellation`` and
-    ``_host_task`` (checked on anyio 4.16, the lowest version the package accepts; pinned by
-    tests/test_backend_internals.py).
+    On trio it is a plain anyio scope: trio's cancellation stays level-triggered, as trio
+    code expects. Relies on anyio's asyncio ``CancelScope`` internals (checked on anyio
+    4.16, the lowest version the package accepts; pinned by tests/test_backend_internals.py).
+    One scope rather than a plain one with a one-delivery scope inside: each anyio scope
+    costs a request ~3 µs.
     """
     if _running_loop() is None:
-        return None
+        return new_cancel_scope()
     global _once_class
     if _once_class is None:
         _once_class = _make_once_class()
@@ -186,40 +187,96 @@ def _make_once_class() -> type[anyio.CancelScope]:
     class OnceScope(CancelScope):
         # No __init__ or __exit__ of its own, and no slots: a request that is never
         # cancelled pays exactly what an anyio CancelScope costs. These class defaults
-        # become instance attributes only once the cancellation has passed.
-        _passed = False
+        # become instance attributes only when they change.
+        _held = False  # the one cancellation has passed (or the guard is leaving)
+        _was_cancelled = False  # its cancel() was called: anyio's flag is down while held
+        _level = False  # the cleanup's time is up: it delivers on every await, as anyio's
         _to_level: asyncio.TimerHandle | None = None
 
+        def cancel(self, reason: str | None = None) -> None:
+            if self._held:
+                self._was_cancelled = True  # delivered when the hold ends (or at the exit)
+                return
+            super().cancel(reason)
+
         def _deliver_cancellation(self, origin: CancelScope) -> bool:
-            if self._passed:  # the cleanup's time is up: level-triggered from now on
+            if self._held:
+                return False
+            if self._level:
                 return super()._deliver_cancellation(origin)
             task = self._host_task
-            assert task is not None  # anyio delivers only into an active scope
+            if task is None:  # a retry anyio scheduled has come after the exit
+                return super()._deliver_cancellation(origin)
             before = task.cancelling()
             retry = super()._deliver_cancellation(origin)
             if task.cancelling() == before:
                 return retry  # not delivered yet (a shield inside, or the task is running)
-            self._passed = True
-            self._shield = True
-            self._to_level = asyncio.get_running_loop().call_later(CLEANUP_TIMEOUT, self._level)
+            self._hold()
+            self._to_level = asyncio.get_running_loop().call_later(CLEANUP_TIMEOUT, self._let_go)
             return False
 
-        def _level(self) -> None:
+        def _hold(self) -> None:
+            # Look like a shielded scope that nobody cancelled: anyio's walks up from the
+            # scopes inside (their exits, checkpoints, effective deadlines) stop here.
+            self._held = True
+            if self._cancel_called:
+                self._was_cancelled, self._cancel_called = True, False
+            if self._cancel_handle is not None:  # the retry anyio scheduled: no more
+                self._cancel_handle.cancel()
+                self._cancel_handle = None
+            self._shield = True
+
+        def _unhold(self) -> None:
+            self._held = False
+            self._shield = False
+            if self._was_cancelled:
+                self._cancel_called = True
+
+        def _let_go(self) -> None:
             self._to_level = None
-            self.shield = False  # anyio restarts the delivery from the cancelled parent
+            self._unhold()
+            self._level = True
+            if self._cancel_called:
+                self._deliver_cancellation(self)
+            else:
+                self._restart_cancellation_in_parent()
 
     return OnceScope
 
 
-def leave_once(once: anyio.CancelScope, exc: BaseException | None) -> None:
-    """Exit a scope ``once_scope()`` made (it never swallows: it only passes a cancellation
-    on), and drop its pending switch to level-triggered delivery."""
-    _stop_level_timer(once)
-    once.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+def cancel_was_called(scope: anyio.CancelScope) -> bool:
+    """Whether ``scope.cancel()`` was called, also while a scope ``guard_scope()`` made holds
+    (then its ``cancel_called`` reads ``False``, see there)."""
+    return scope.cancel_called or bool(getattr(scope, "_was_cancelled", False))
 
 
-def _stop_level_timer(once: anyio.CancelScope) -> None:
-    timer: asyncio.TimerHandle | None = getattr(once, "_to_level", None)
+def hold_deliveries(scope: anyio.CancelScope) -> bool:
+    """Make a scope ``guard_scope()`` made deliver nothing more; ``False`` on trio's.
+
+    For the guard's last wait before it leaves the scope (whose exit restarts any delivery
+    of a cancelled scope around it).
+    """
+    if _once_class is None or not isinstance(scope, _once_class):
+        return False
+    _stop_level_timer(scope)
+    if not scope._held:  # type: ignore[attr-defined]
+        scope._hold()  # type: ignore[attr-defined]
+    return True
+
+
+def leave_guard_scope(scope: anyio.CancelScope, exc: BaseException | None) -> bool:
+    """Exit a scope ``guard_scope()`` made; return whether it swallowed ``exc``."""
+    if _once_class is not None and isinstance(scope, _once_class):
+        _stop_level_timer(scope)
+        if scope._held:  # type: ignore[attr-defined]
+            scope._unhold()  # type: ignore[attr-defined]  # anyio's exit sees the truth
+    if exc is None:
+        return bool(scope.__exit__(None, None, None))
+    return bool(scope.__exit__(type(exc), exc, exc.__traceback__))
+
+
+def _stop_level_timer(scope: anyio.CancelScope) -> None:
+    timer: asyncio.TimerHandle | None = getattr(scope, "_to_level", None)
     if timer is not None:
         timer.cancel()
-        once._to_level = None  # type: ignore[attr-defined]
+        scope._to_level = None  # type: ignore[attr-defined]

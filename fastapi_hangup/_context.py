@@ -17,6 +17,7 @@ import anyio
 import anyio.to_process
 import anyio.to_thread
 
+from fastapi_hangup._backend import cancel_was_called
 from fastapi_hangup._callbacks import CallbackHandle
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
@@ -129,6 +130,10 @@ class CancelOnDisconnect:
     def scope(self) -> anyio.CancelScope:
         """The anyio cancel scope around the endpoint's work; a hang-up cancels it.
 
+        On asyncio, while the work's cleanup runs after its one cancellation, the scope reads
+        as shielded and not cancelled (``cancel_called`` is ``False``): ask
+        [`is_cancelled`][fastapi_hangup.CancelOnDisconnect.is_cancelled] instead.
+
         Raises:
             RuntimeError: if the request is over or you are in a worker thread.
         """
@@ -237,7 +242,7 @@ class CancelOnDisconnect:
     def _timer_fired(self) -> bool:
         # The scope's own timer may fire first (uvloop runs timers up to ~0.1 ms early), but
         # only the event loop's thread may ask it (trio reads its clock to answer).
-        return threading.get_ident() == self._loop_thread and self._cancel_scope.cancel_called
+        return threading.get_ident() == self._loop_thread and cancel_was_called(self._cancel_scope)
 
     def _check_usable(self, what: str) -> None:
         if self._inert:

@@ -156,7 +156,7 @@ class _FunctionExit:
     ) -> bool:
         guard = self._guard
         guard.end_work()
-        if is_innermost(guard.innermost_scope):
+        if is_innermost(guard.ctx._cancel_scope):
             return await _leave(guard, self._request, exc)
         if exc is None and guard.hung_up:
             # The client left, but the endpoint finished without another await: there is

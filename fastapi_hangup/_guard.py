@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
-from fastapi_hangup._backend import call_later, leave_once, new_cancel_scope, once_scope
+from fastapi_hangup._backend import call_later, guard_scope, leave_guard_scope
 from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
@@ -97,7 +97,6 @@ class RequestGuard:
         "_exited",
         "_hung_up_at",
         "_loop_deadline",
-        "_once",
         "_options",
         "_raw_receive",
         "_started_at",
@@ -120,12 +119,11 @@ class RequestGuard:
         self._options = options
         self.covers_response = covers_response
         self.ctx = CancelOnDisconnect(
-            new_cancel_scope(),
+            guard_scope(),
             path=scope.get("path", "?"),
             callback_timeout=options.callback_timeout,
         )
         self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
-        self._once: anyio.CancelScope | None = None  # asyncio: one delivery (see once_scope)
         self._arm_timer: asyncio.TimerHandle | None = None
         self._started_at = time.monotonic()
         self._loop_deadline = math.inf  # the deadline on the event loop's clock
@@ -182,16 +180,8 @@ class RequestGuard:
             ctx._deadline = self._started_at + budget
             self._loop_deadline = ctx._cancel_scope.deadline = anyio.current_time() + budget
         ctx._cancel_scope.__enter__()
-        once = self._once = once_scope()
-        if once is not None:
-            once.__enter__()
         self._arm_timer = call_later(self._watch)
         return ctx
-
-    @property
-    def innermost_scope(self) -> anyio.CancelScope:
-        """The innermost cancel scope the guard keeps open while the work runs."""
-        return self._once or self.ctx._cancel_scope
 
     async def __aexit__(
         self,
@@ -257,7 +247,7 @@ class RequestGuard:
         """
         self.end_work()
         if self._arbiter is not None:
-            await self._arbiter.wait_stopped(self._once)
+            await self._arbiter.wait_stopped(self.ctx._cancel_scope)
             self._arbiter.detach()  # no reference back to us (see below)
         ctx = self.ctx
         ctx._finished = True
@@ -266,16 +256,8 @@ class RequestGuard:
         # reference counting. After a hang-up the cancellation's traceback still links
         # frames in cycles, as any exception through FastAPI's exit stacks does.
         self._asgi_scope.pop(SCOPE_KEY, None)
-        once = self._once
-        if once is not None:
-            self._once = None
-            leave_once(once, exc)
-        if exc is None:
-            ctx._cancel_scope.__exit__(None, None, None)
-            ends = self._ends_after_return()
-        else:
-            swallowed = ctx._cancel_scope.__exit__(type(exc), exc, exc.__traceback__)
-            ends = self._ends_after_error(exc, swallowed)
+        swallowed = leave_guard_scope(ctx._cancel_scope, exc)
+        ends = self._ends_after_return() if exc is None else self._ends_after_error(exc, swallowed)
         if ends and ctx._cause is None:  # only a passed deadline gets here
             ctx._cause = CancelCause.DEADLINE_EXCEEDED
         if ctx._cause is not None and ctx._callbacks:

@@ -33,7 +33,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> Backend:
     """Every async test runs on each of these, as anyio's own suite does.
 
     uvloop and the eager task factory are where the package's event-loop shortcuts
-    (``loop.call_soon``, ``loop.create_task`` in ``_backend.py``) could behave differently.
+    (``loop.call_later``, ``loop.create_task`` in ``_backend.py``) could behave differently.
     """
     backend: Backend = request.param
     return backend
