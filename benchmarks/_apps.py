@@ -3,18 +3,21 @@
 Run as ``uvicorn benchmarks._apps:app`` with ``HANGUP_BENCH_VARIANT`` set to a variant name.
 A name ending in ``+await`` gives the same route, but its endpoint awaits
 ``asyncio.sleep(0)`` once before it answers: it gives control back to the event loop, as
-every endpoint worth cancelling does, so the watcher is armed.
+every endpoint worth cancelling does. The peers' variants and the recipes users copy are
+in ``benchmarks._peers``; a peer's variant is listed where its package can be imported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 
+from benchmarks._peers import PEERS
 from fastapi_hangup import CancelCtx, CancellableRoute, add_cancellation, cancellable
 
 #: Suffix of the variants whose endpoint awaits once.
@@ -99,18 +102,26 @@ VARIANTS: dict[str, Callable[[FastAPI, Answer], Any]] = {
 }
 
 
+for _name, (_builder, _needs) in PEERS.items():
+    if _needs is None or importlib.util.find_spec(_needs) is not None:
+        VARIANTS[_name] = _builder
+
+
 def names(awaiting: bool = True) -> list[str]:
     """Every variant's name, and with ``awaiting`` each one's ``+await`` twin after them."""
     return [*VARIANTS, *(f"{v}{AWAITS}" for v in VARIANTS if awaiting)]
 
 
-def build(variant: str) -> FastAPI:
-    """Return an app whose only route, ``GET /``, is the given variant."""
+def build(variant: str, answer: Answer | None = None) -> FastAPI:
+    """Return an app whose only route, ``GET /``, is the given variant.
+
+    ``answer`` replaces the endpoint's work (the memory benchmark holds requests in it).
+    """
     base = variant.removesuffix(AWAITS)
     if base not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: choose from {names()}")
     app = FastAPI()
-    VARIANTS[base](app, _after_await if variant != base else _at_once)
+    VARIANTS[base](app, answer or (_after_await if variant != base else _at_once))
     return app
 
 

@@ -8,7 +8,8 @@ tells small before/after differences apart.
     uv run python benchmarks/inprocess.py [--requests 5000] [--rounds 7] [--tree NAME=PATH]
 
 ``--tree NAME=PATH`` measures another checkout's variants too, in its own processes,
-alternating with this one's, so both see the same machine.
+alternating with this one's, so both see the same machine. ``--python`` runs the measuring
+processes with another interpreter: the one of the peers' environment ``scripts/bench`` makes.
 """
 
 from __future__ import annotations
@@ -80,6 +81,26 @@ def _child(variants: list[str], requests: int, rounds: int) -> None:
     print(json.dumps(results))
 
 
+def _names_in(python: str) -> list[str]:
+    """The variants an interpreter can build (a peer's only where its package is installed)."""
+    from benchmarks._apps import names
+
+    if python == sys.executable:
+        return names()
+    out = subprocess.run(
+        [
+            python,
+            "-c",
+            "import json; from benchmarks._apps import names; print(json.dumps(names()))",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return list(json.loads(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
@@ -87,11 +108,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="processes per tree")
     parser.add_argument("--variants", nargs="*", default=None)
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument(
+        "--python", default=sys.executable, help="the interpreter to measure in (the peers' env)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from benchmarks._apps import names
-
-    variants = args.variants or names()
+    variants = args.variants or _names_in(args.python)
     if args.child:
         _child(variants, args.requests, args.rounds)
         return
@@ -103,7 +125,7 @@ def main() -> None:
         for name, root in trees:
             out = subprocess.run(
                 [
-                    *(sys.executable, str(Path(__file__).resolve()), "--child"),
+                    *(args.python, str(Path(__file__).resolve()), "--child"),
                     *("--requests", str(args.requests), "--rounds", str(args.rounds)),
                     *("--variants", *variants),
                 ],

@@ -6,6 +6,9 @@ the machine hits every variant alike. Prints req/s and the ratio to ``plain`` fr
 
     uv run python benchmarks/overhead.py [--seconds 5] [--rounds 3]
 
+``--python`` runs the servers with another interpreter: the one of the peers' environment
+(``scripts/bench`` makes it), where fastapi-disconnect and aiofence are installed.
+
 ``--tree NAME=PATH`` adds the variants of another checkout (``git worktree add PATH v0.1.0``)
 to the same interleaved rounds, shown as ``variant@NAME``: a before/after comparison whose
 ratios share one baseline and one machine state.
@@ -14,6 +17,7 @@ ratios share one baseline and one machine state.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -27,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._apps import names  # noqa: E402
+from benchmarks._apps import AWAITS  # noqa: E402
+from benchmarks.inprocess import _names_in  # noqa: E402
 
 
 def free_port() -> int:
@@ -40,11 +45,13 @@ def pinned(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() else []
 
 
-def start_server(variant: str, port: int, root: Path = ROOT) -> subprocess.Popen[bytes]:
+def start_server(
+    variant: str, port: int, root: Path = ROOT, python: str = sys.executable
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HANGUP_BENCH_VARIANT": variant, "PYTHONPATH": str(root)}
     cmd = [
         *pinned(0),
-        sys.executable,
+        python,
         "-m",
         "uvicorn",
         "benchmarks._apps:app",
@@ -93,18 +100,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--variants", nargs="*", default=names())
+    parser.add_argument("--variants", nargs="*", default=None)
+    parser.add_argument(
+        "--python", default=sys.executable, help="the servers' interpreter (the peers' env)"
+    )
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--json", type=Path, help="also write every round's req/s there")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
+    args.variants = args.variants or _names_in(args.python)
     runs = [(v, v, ROOT) for v in args.variants]
     for tree in args.tree:
         name, _, path = tree.partition("=")
         source = (Path(path) / "benchmarks" / "_apps.py").read_text()
         here = [v for v in args.variants if v != "plain" and f'"{v}"' in source]
         runs += [(f"{v}@{name}", v, Path(path)) for v in here]
-    servers = {label: (p := free_port(), start_server(v, p, root)) for label, v, root in runs}
+    servers = {
+        label: (p := free_port(), start_server(v, p, root, args.python)) for label, v, root in runs
+    }
     results: dict[str, list[float]] = {label: [] for label in servers}
     try:
         for port, _ in servers.values():  # warm-up: imports, caches, JIT-free but still
@@ -116,12 +130,16 @@ def main() -> None:
         for _, proc in servers.values():
             proc.terminate()
             proc.wait(10)
-    base = statistics.median(results["plain"])
-    print(f"{'variant':<30}{'req/s (median)':>16}{'vs plain':>10}   runs")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(f"{'variant':<36}{'req/s (median)':>16}{'vs plain':>10}   runs")
     for variant, samples in results.items():
+        # Each route against the plain route of its own kind (returns at once, or awaits).
+        awaits = variant.partition("@")[0].endswith(AWAITS)
+        base = statistics.median(results["plain" + AWAITS if awaits else "plain"])
         med = statistics.median(samples)
         shown = " ".join(f"{r:.0f}" for r in samples)
-        print(f"{variant:<30}{med:>16.0f}{med / base:>10.1%}   {shown}")
+        print(f"{variant:<36}{med:>16.0f}{med / base:>10.1%}   {shown}")
 
 
 if __name__ == "__main__":
