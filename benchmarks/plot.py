@@ -36,7 +36,7 @@ def main() -> None:
     at_once = [median[v] / median["plain"] for v in bases]
     awaiting = [median.get(v + AWAITS, 0.0) / median.get("plain" + AWAITS, 1.0) for v in bases]
 
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(bases) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(bases) + 1.5))
     rows = range(len(bases))
     ours = ["tab:blue" if v in OURS else "tab:gray" for v in bases]
     ax.barh([r - 0.2 for r in rows], at_once, height=0.4, color=ours, alpha=0.55)
@@ -51,7 +51,7 @@ def main() -> None:
     ax.set_xlabel(
         "throughput as a share of a plain route (light: returns at once; dark: awaits once)"
     )
-    ax.set_title("Requests per second against uvicorn, median of interleaved wrk rounds")
+    ax.set_title("Throughput against uvicorn, median of interleaved wrk rounds", fontsize=10)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
