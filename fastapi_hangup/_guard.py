@@ -8,8 +8,8 @@ guard and run the work inside it as an async context manager::
 
 On the way in it publishes itself in the ASGI scope (so entry points that meet later share
 it), starts the clocks and enters the cancel scope; the watcher is armed lazily, a moment
-after the work starts (``_backend.call_later``). ``end_work()`` says the work is over (the endpoint
-returned, or the response is complete): later disconnects mean nothing. On the way out it
+after the work starts (``_backend.call_later``). ``end_work()`` says the work is over (the
+endpoint returned, or the response is complete): later disconnects mean nothing. On the way out it
 joins the watcher, leaves the cancel scope, runs ``on_cancel`` callbacks, reports the stop
 once (log record, ``on_stop`` hook, span, metrics: ``_report.py``) and raises what ends an
 abandoned request: [`ClientDisconnected`][fastapi_hangup.ClientDisconnected] after a hang-up,
