@@ -1,14 +1,13 @@
 """What anyio has no portable (or cheap enough) API for, a few lines per backend.
 
-The watcher is armed lazily: a request that is over within ``ARM_DELAY`` (asyncio) never
-pays for a task. That needs "run this callback a moment from now" and "start a task outside
-any task group, cancel it and wait for it cheaply", which anyio does not offer. And a cancel
-scope is made per request, so the backend lookup ``anyio.CancelScope()`` does on every call
-is skipped. And
-the dependency must know whether its cancel scope is the innermost one still open, which
-anyio does not say either. And anyio's cancel scopes are level-triggered, while the asyncio
-ecosystem's cleanup code is written for ``Task.cancel()``'s one ``CancelledError``: the scope
-``guard_scope()`` makes delivers a cancellation once.
+The watcher is armed lazily: a request that is over within ``ARM_DELAY`` (asyncio) never pays
+for a task. That needs "run this callback a moment from now" and "start a task outside any
+task group, cancel it and wait for it cheaply", which anyio does not offer. And a cancel scope
+is made per request, so the backend lookup ``anyio.CancelScope()`` does on every call is
+skipped. And the dependency must know whether its cancel scope is the innermost one still
+open, which anyio does not say either. And anyio's cancel scopes are level-triggered, while
+the asyncio ecosystem's cleanup code is written for ``Task.cancel()``'s one
+``CancelledError``: the scope ``guard_scope()`` makes delivers a cancellation once.
 """
 
 from __future__ import annotations
