@@ -28,10 +28,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def _measure(variants: list[str], requests: int, rounds: int) -> dict[str, list[float]]:
-    from benchmarks._apps import build, names
-
-    apps = {v: build(v) for v in variants if v in names()}
+def asgi_request() -> tuple[dict[str, Any], Any, Any]:
+    """One ``GET /`` as servers hand it to the app: the scope, a ``receive`` that waits for
+    ever (the body is already there), and a ``send`` that drops every message."""
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -57,6 +56,14 @@ async def _measure(variants: list[str], requests: int, rounds: int) -> dict[str,
     async def send(message: dict[str, Any]) -> None:
         return None
 
+    return scope, receive, send
+
+
+async def _measure(variants: list[str], requests: int, rounds: int) -> dict[str, list[float]]:
+    from benchmarks._apps import build, names
+
+    apps = {v: build(v) for v in variants if v in names()}
+    scope, receive, send = asgi_request()
     loop = asyncio.get_running_loop()
 
     async def one_round(app: Any) -> float:

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def _measure(variants: list[str], requests: int, rounds: int) -> dict[str, list[float]]:
     from benchmarks._apps import build
+    from benchmarks.inprocess import asgi_request
 
     release = asyncio.Event()
 
@@ -37,29 +38,7 @@ async def _measure(variants: list[str], requests: int, rounds: int) -> dict[str,
         return {"ok": True}
 
     apps = {v: build(v, held) for v in variants}
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    never = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        await never.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
+    scope, receive, send = asgi_request()
     loop = asyncio.get_running_loop()
 
     async def one_round(app: Any) -> float:

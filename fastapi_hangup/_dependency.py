@@ -123,21 +123,14 @@ def _open(connection: HTTPConnection, options: CancelOptions) -> CancelOnDisconn
     request = cast(Request, connection)
     guard = guard_request(request, options)
     ctx = guard.enter()
-    # Objects with an __aexit__: AsyncExitStack takes those faster than plain callbacks.
     request_stack.push_async_exit(_RequestExit(guard, request))
     function_stack.push_async_exit(_FunctionExit(guard, request))
     return ctx
 
 
-class _FunctionExit:
-    """The endpoint returned (or raised): the work is over.
-
-    The guard is left here if that keeps cancel scopes nested, which is when its scope is
-    the innermost one still open: a function-scoped yield dependency solved earlier may hold
-    a scope of its own around ours and closes right after. Otherwise something solved later
-    on the request stack holds one inside ours (FastAPI's cleanup scope, a yield dependency's
-    task group), and the guard is left on the request stack, after it.
-    """
+class _Exit:
+    """An exit-stack entry of the guard's: an object with an ``__aexit__``, which
+    ``AsyncExitStack`` takes faster than a plain callback."""
 
     __slots__ = ("_guard", "_request")
 
@@ -147,6 +140,19 @@ class _FunctionExit:
 
     async def __aenter__(self) -> None:  # what an async context manager has: never called
         raise NotImplementedError
+
+
+class _FunctionExit(_Exit):
+    """The endpoint returned (or raised): the work is over.
+
+    The guard is left here if that keeps cancel scopes nested, which is when its scope is
+    the innermost one still open: a function-scoped yield dependency solved earlier may hold
+    a scope of its own around ours and closes right after. Otherwise something solved later
+    on the request stack holds one inside ours (FastAPI's cleanup scope, a yield dependency's
+    task group), and the guard is left on the request stack, after it.
+    """
+
+    __slots__ = ()
 
     async def __aexit__(
         self,
@@ -165,17 +171,10 @@ class _FunctionExit:
         return False
 
 
-class _RequestExit:
+class _RequestExit(_Exit):
     """The request is over: leave the guard if the function stack did not."""
 
-    __slots__ = ("_guard", "_request")
-
-    def __init__(self, guard: RequestGuard, request: Request) -> None:
-        self._guard = guard
-        self._request = request
-
-    async def __aenter__(self) -> None:  # what an async context manager has: never called
-        raise NotImplementedError
+    __slots__ = ()
 
     async def __aexit__(
         self,
