@@ -13,6 +13,7 @@ the asyncio ecosystem's cleanup code is written for ``Task.cancel()``'s one
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
@@ -26,25 +27,63 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-#: Seconds a guarded request runs before its watcher starts (asyncio). A request that ends
-#: sooner (a cache hit, a quick query) never starts one: that saves ~10 µs of a task's life.
-#: A hang-up in that first moment is seen when it ends (libuv rounds timers to 1 ms).
+#: Seconds a guarded request runs, at least, before its watcher starts (asyncio): between
+#: this and twice this. A request that ends sooner (a cache hit, a quick query) never starts
+#: one: that saves ~10 µs of a task's life. A hang-up in that first moment is seen when the
+#: watcher starts.
 ARM_DELAY = 0.001
 
 
-def call_later(callback: Callable[[], None]) -> asyncio.TimerHandle | None:
-    """Run ``callback`` on the event loop ``ARM_DELAY`` seconds from now; return its handle.
+def arm_later(callback: Callable[[], None]) -> None:
+    """Run ``callback`` on the event loop between ``ARM_DELAY`` and twice that from now.
+
+    One timer per event loop serves every request, as aiohttp coalesces its timeouts: a
+    timer of its own would cost each request ~1.5 µs to schedule and cancel. The callback
+    runs even if the work is over by then, and must check that itself.
 
     trio has no timers outside tasks: there ``callback`` runs once the current task next
-    yields to the scheduler, and there is no handle (``None``).
+    yields to the scheduler.
     """
     loop = _running_loop()
-    if loop is not None:
-        return loop.call_later(ARM_DELAY, callback)
-    import trio
+    if loop is None:
+        import trio
 
-    trio.lowlevel.current_trio_token().run_sync_soon(callback)
-    return None
+        trio.lowlevel.current_trio_token().run_sync_soon(callback)
+        return
+    armer: _Armer | None = getattr(_armers, "armer", None)
+    if armer is None or armer.loop is not loop:  # each thread runs one loop at a time
+        armer = _armers.armer = _Armer(loop)
+    armer.waiting.append(callback)
+    if armer.timer is None:
+        armer.timer = loop.call_later(ARM_DELAY, armer.tick)
+
+
+class _Armer:
+    """The callbacks ``arm_later()`` holds for one event loop, in two generations.
+
+    Every ``ARM_DELAY`` the timer runs the callbacks that were already waiting at its last
+    run, so each one waits at least a full period; it stops while none wait.
+    """
+
+    __slots__ = ("due", "loop", "timer", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: list[Callable[[], None]] = []  # added since the timer last ran
+        self.due: list[Callable[[], None]] = []  # waiting at its last run: run at the next
+        self.timer: asyncio.TimerHandle | None = None
+
+    def tick(self) -> None:
+        due, self.due, self.waiting = self.due, self.waiting, []
+        self.timer = self.loop.call_later(ARM_DELAY, self.tick) if self.due else None
+        for callback in due:
+            try:
+                callback()
+            except Exception as exc:  # the others must still run; the loop reports it
+                self.loop.call_exception_handler({"message": "arming failed", "exception": exc})
+
+
+_armers = threading.local()
 
 
 class Task(Protocol):
@@ -132,9 +171,14 @@ def new_cancel_scope(*, shield: bool = False) -> anyio.CancelScope:
 def is_innermost(cancel_scope: anyio.CancelScope) -> bool:
     """Whether ``cancel_scope`` is the current task's innermost open cancel scope.
 
-    Exiting any other one corrupts the task's scope stack. Reads anyio's per-task state on
-    asyncio and trio's on trio (checked on anyio 4.16, trio 0.35).
+    Exiting any other one corrupts the task's scope stack. On asyncio, anyio's scope knows
+    the open scopes entered inside it and its task; on trio, trio's per-task state says
+    (checked on anyio 4.16, trio 0.35).
     """
+    if _once_class is not None and isinstance(cancel_scope, _once_class):
+        return not cancel_scope._child_scopes and (  # type: ignore[attr-defined]
+            cancel_scope._host_task is asyncio.current_task()  # type: ignore[attr-defined]
+        )
     if _running_loop() is not None:
         from anyio._backends._asyncio import _task_states
 
@@ -267,7 +311,8 @@ def hold_deliveries(scope: anyio.CancelScope) -> bool:
 def leave_guard_scope(scope: anyio.CancelScope, exc: BaseException | None) -> bool:
     """Exit a scope ``guard_scope()`` made; return whether it swallowed ``exc``."""
     if _once_class is not None and isinstance(scope, _once_class):
-        _stop_level_timer(scope)
+        if scope._to_level is not None:  # type: ignore[attr-defined]
+            _stop_level_timer(scope)
         if scope._held:  # type: ignore[attr-defined]
             scope._unhold()  # type: ignore[attr-defined]  # anyio's exit sees the truth
     if exc is None:

@@ -19,7 +19,7 @@ from fastapi_hangup._fastapi import (
     is_generator_callable,
     request_send,
 )
-from fastapi_hangup._guard import RequestGuard, current_guard, guard_request
+from fastapi_hangup._guard import SCOPE_KEY, RequestGuard, guard_request
 from fastapi_hangup._openapi import with_note
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import (
@@ -152,33 +152,27 @@ def _endpoint_wrapper(
         request: Request | None = kwargs.get(own) if own else kwargs.pop(_REQUEST_PARAM, None)
         if request is None or not _wanted(policy, request):
             return await func(*args, **kwargs)  # called directly, or a method not guarded
-        return await _call_guarded(request, functools.partial(func, *args, **kwargs), policy)
+        scope = request.scope
+        if scope.get(SCOPE_KEY) is not None:  # the route class or the dependency guards it
+            return await func(*args, **kwargs)
+        guard = guard_request(request, policy.options)
+        try:
+            return await guard.run(func, *args, **kwargs)
+        except (ClientDisconnected, DeadlineExceeded) as error:
+            await _abandoned(guard, request, error)
+            raise
 
     return endpoint
 
 
-async def _call_guarded(
-    request: Request, call: Callable[[], Awaitable[T]], policy: CancelPolicy
-) -> T:
-    """Await ``call()`` inside the request's guard (``@cancellable`` on a plain route).
-
-    If an entry point further out (the route class, the dependency) already guards the
-    request, ``call()`` simply runs inside that one.
-    """
+async def _abandoned(guard: RequestGuard, request: Request, error: Exception) -> None:
+    """The guard of a ``@cancellable`` endpoint ends the request with ``error``."""
     scope = request.scope
-    if current_guard(scope) is not None:
-        return await call()
-    guard = guard_request(request, policy.options)
-    try:
-        async with guard:
-            return await call()
-    except (ClientDisconnected, DeadlineExceeded) as error:
-        stacks = exit_stacks(scope)
-        if stacks is not None:  # unwrap it if a dependency's task group wraps it on its way
-            stacks[0].push(functools.partial(_unwrap, guard))
-        if isinstance(error, ClientDisconnected):
-            await answer_middleware(scope, request.receive, request_send(request))
-        raise
+    stacks = exit_stacks(scope)
+    if stacks is not None:  # unwrap it if a dependency's task group wraps it on its way
+        stacks[0].push(functools.partial(_unwrap, guard))
+    if isinstance(error, ClientDisconnected):
+        await answer_middleware(scope, request.receive, request_send(request))
 
 
 def _unwrap(guard: RequestGuard, exc_type: object, exc: BaseException | None, tb: object) -> bool:

@@ -192,12 +192,13 @@ class _RequestExit(_Exit):
 
 
 async def _leave(guard: RequestGuard, request: Request, exc: BaseException | None) -> bool:
-    try:
-        await guard.__aexit__(type(exc) if exc else None, exc, None)
-    except ClientDisconnected:
+    cause = await guard.leave(exc)
+    if cause is None:
+        return False  # whatever the work raised goes on
+    error = guard.ending_error(cause)
+    if isinstance(error, ClientDisconnected):
         await answer_middleware(request.scope, request.receive, request_send(request))
-        raise
-    return False  # whatever else the work raised goes on
+    raise error from None
 
 
 def _inert(connection: HTTPConnection) -> CancelOnDisconnect:

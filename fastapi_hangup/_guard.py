@@ -8,7 +8,7 @@ guard and run the work inside it as an async context manager::
 
 On the way in it publishes itself in the ASGI scope (so entry points that meet later share
 it), starts the clocks and enters the cancel scope; the watcher is armed lazily, a moment
-after the work starts (``_backend.call_later``). ``end_work()`` says the work is over (the
+after the work starts (``_backend.arm_later``). ``end_work()`` says the work is over (the
 endpoint returned, or the response is complete): later disconnects mean nothing. On the way out it
 joins the watcher, leaves the cancel scope, runs ``on_cancel`` callbacks, reports the stop
 once (log record, ``on_stop`` hook, span, metrics: ``_report.py``) and raises what ends an
@@ -18,11 +18,11 @@ abandoned request: [`ClientDisconnected`][fastapi_hangup.ClientDisconnected] aft
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import cast
+from typing import ParamSpec, TypeVar, cast
 
 import anyio
 from fastapi import Request
@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
-from fastapi_hangup._backend import call_later, guard_scope, leave_guard_scope
+from fastapi_hangup._backend import arm_later, cancel_was_called, guard_scope, leave_guard_scope
 from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
@@ -45,6 +45,9 @@ SCOPE_KEY = "fastapi_hangup.guard"
 #: An optional callback in the ASGI scope that is told about the context once it exists
 #: (``fastapi_hangup.testing`` uses it to hand the context to your test).
 OBSERVER_KEY = "fastapi_hangup.observer"
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 _STOPPED = (ClientDisconnected, DeadlineExceeded, ClientDisconnect)
 _TIMER_SLACK = 0.001  # seconds a timer may fire before its deadline
@@ -89,7 +92,6 @@ class RequestGuard:
 
     __slots__ = (
         "_arbiter",
-        "_arm_timer",
         "_asgi_scope",
         "_body_read",
         "_deadline_hit",
@@ -124,7 +126,6 @@ class RequestGuard:
             callback_timeout=options.callback_timeout,
         )
         self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
-        self._arm_timer: asyncio.TimerHandle | None = None
         self._started_at = time.monotonic()
         self._loop_deadline = math.inf  # the deadline on the event loop's clock
         self._deadline_hit = False
@@ -174,13 +175,16 @@ class RequestGuard:
         if observer is not None:
             observer(self.ctx)
         ctx = self.ctx
-        budget = self._options.budget(scope)
+        options = self._options
+        budget = None
+        if options.deadline is not None or options.deadline_header is not None:
+            budget = options.budget(scope)
         if budget is not None:
             ctx._budget = budget
             ctx._deadline = self._started_at + budget
             self._loop_deadline = ctx._cancel_scope.deadline = anyio.current_time() + budget
         ctx._cancel_scope.__enter__()
-        self._arm_timer = call_later(self._watch)
+        arm_later(self._watch)
         return ctx
 
     async def __aexit__(
@@ -196,9 +200,25 @@ class RequestGuard:
             DeadlineExceeded: the time budget ran out while the work ran.
             RuntimeError: the application cancelled ``ctx.scope`` itself.
         """
-        cause = await self._leave(exc)
+        cause = await self.leave(exc)
         if cause is not None:
-            raise self._ending_error(cause) from None
+            raise self.ending_error(cause) from None
+
+    async def run(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``async with guard: return await call(*args, **kwargs)``, without the two coroutines
+        of ``async with`` (the decorator and the route class call it on every request)."""
+        self.enter()
+        try:
+            result = await call(*args, **kwargs)
+        except BaseException as exc:
+            cause = await self.leave(exc)
+            if cause is not None:
+                raise self.ending_error(cause) from None
+            raise
+        cause = await self.leave(None)
+        if cause is not None:
+            raise self.ending_error(cause) from None
+        return result
 
     async def receive(self) -> Message:
         """The request's ``receive`` as every reader must see it once watching may start."""
@@ -233,13 +253,10 @@ class RequestGuard:
                 )
             if ctx._cancel_scope.deadline != math.inf:  # a budget or a grace period is running
                 ctx._cancel_scope.deadline = math.inf
-        if self._arm_timer is not None:
-            self._arm_timer.cancel()
-            self._arm_timer = None
         if self._arbiter is not None:
             self._arbiter.stop()
 
-    async def _leave(self, exc: BaseException | None) -> CancelCause | None:
+    async def leave(self, exc: BaseException | None) -> CancelCause | None:
         """End the work, join the watcher, leave the cancel scope, run the callbacks.
 
         Returns the cause if the request ends because of it, ``None`` if it goes on as the
@@ -271,8 +288,15 @@ class RequestGuard:
     def _ends_after_return(self) -> bool:
         # The client left but the work finished without another await (nobody is left to
         # send the response to, and sending can block: hypercorn over HTTP/2), or check()
-        # raised DeadlineExceeded and the endpoint caught it.
-        return self.ctx._cause is not None or self.ctx._deadline_raised
+        # raised DeadlineExceeded and the endpoint caught it, or the deadline cancelled the
+        # scope without reaching this task: it sat in a shield while the deadline cut the
+        # tasks of a task group inside, so what it returns may be built from cut work.
+        # (trio raises at the task group's exit; asyncio's one delivery found the task in
+        # its shield, and a level-triggered retry would only have hit the join.)
+        ctx = self.ctx
+        if ctx._cause is not None or ctx._deadline_raised:
+            return True
+        return self._deadline_hit and cancel_was_called(ctx._cancel_scope)
 
     def _ends_after_error(self, exc: BaseException, swallowed: bool) -> bool:
         ctx = self.ctx
@@ -300,7 +324,7 @@ class RequestGuard:
         deadline = self.ctx._deadline
         return deadline is not None and time.monotonic() >= deadline - _TIMER_SLACK
 
-    def _ending_error(self, cause: CancelCause) -> Exception:
+    def ending_error(self, cause: CancelCause) -> Exception:
         """Report the abandoned request once and return the exception that ends it."""
         error: Exception
         if cause is CancelCause.DEADLINE_EXCEEDED:
@@ -327,7 +351,6 @@ class RequestGuard:
         )
 
     def _watch(self) -> None:
-        self._arm_timer = None
         if self.ctx._working and not self._awaits_continue():
             self._get_arbiter().arm()
 

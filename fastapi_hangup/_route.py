@@ -122,8 +122,7 @@ def guard_route(
         guard = RequestGuard(scope, receive, options, covers_response=True)
         response = _ResponseTracker(guard, send)
         try:
-            async with guard:
-                await app(scope, guard.receive, response.send)
+            await guard.run(app, scope, guard.receive, response.send)
         except ClientDisconnected:
             if not response.started:
                 await answer_middleware(scope, receive, send)

@@ -10,13 +10,14 @@ import anyio.lowlevel
 import pytest
 from anyio._backends._asyncio import CancelScope
 
-from fastapi_hangup._backend import guard_scope, leave_guard_scope
+from fastapi_hangup._backend import guard_scope, is_innermost, leave_guard_scope
 
 
 def test_the_asyncio_cancel_scope_delivers_through_an_overridable_method() -> None:
     parameters = list(inspect.signature(CancelScope._deliver_cancellation).parameters)
     assert parameters == ["self", "origin"]
     slots = {"_host_task", "_shield", "_cancel_called", "_cancel_handle", "_timeout_handle"}
+    slots |= {"_child_scopes"}  # is_innermost() reads it
     assert slots <= set(CancelScope.__slots__)
     assert list(inspect.signature(CancelScope.cancel).parameters) == ["self", "reason"]
     assert callable(CancelScope._restart_cancellation_in_parent)
@@ -49,3 +50,22 @@ async def test_the_guard_scope_is_an_asyncio_cancel_scope_that_delivers_once(
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_trio_gets_a_plain_scope(anyio_backend: str) -> None:
     assert type(guard_scope()) is type(anyio.CancelScope())
+
+
+async def test_innermost_means_no_open_scope_inside_and_the_same_task(anyio_backend: str) -> None:
+    scope = guard_scope()
+    scope.__enter__()
+    assert is_innermost(scope)
+    with anyio.CancelScope():  # noqa: ASYNC100  (no await: only its being open counts)
+        assert not is_innermost(scope)
+    async with anyio.create_task_group() as tg:  # its scope, and the task's, are inside
+        assert not is_innermost(scope)
+        seen: list[bool] = []
+
+        async def elsewhere() -> None:
+            seen.append(is_innermost(scope))
+
+        tg.start_soon(elsewhere)
+    assert seen == [False]
+    assert is_innermost(scope)
+    leave_guard_scope(scope, None)
