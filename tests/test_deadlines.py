@@ -228,6 +228,41 @@ async def test_response_returned_after_the_budget_still_reaches_the_client(
     assert result.status_code in (200, 504)
 
 
+async def test_deadline_that_cuts_a_task_group_while_the_endpoint_is_shielded_answers_504(
+    entry: EntryPoint, anyio_backend_name: str
+) -> None:
+    # Found by the cascade tests: httpcore closes a response in a shield, inside the
+    # endpoint's task group. The deadline cancels the group's other task, not the endpoint,
+    # and the group's exit has nothing left to wait for.
+    cut: list[bool] = []
+
+    async def part() -> None:
+        try:
+            await anyio.sleep(5)
+        except anyio.get_cancelled_exc_class():
+            cut.append(True)
+            raise
+
+    async def work(ctx: CancelOnDisconnect) -> object:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(part)
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.1)  # the budget ends in here
+        return {"built from": "cut work"}
+
+    result = await HangUpClient(entry.app(work, deadline=0.05)).get("/work")
+
+    assert cut == [True]
+    if entry.name == "route" and anyio_backend_name == "asyncio":
+        # The route class leaves the guard once the response is sent: asyncio's task group
+        # exit has no checkpoint that could stop the endpoint (trio's has), so FastAPI
+        # sends what it returned, whole.
+        assert result.complete
+        assert result.status_code == 200
+    else:
+        assert result.status_code == 504
+
+
 class TestOnAVirtualClock:
     """A deadline as the event loop's clock sees it.
 
