@@ -110,3 +110,17 @@ def test_a_budget_set_at_a_stops_b_and_c_and_a_answers_504(cascade: Cascade) -> 
     for name in SERVICES:
         ran = ends[name]["t"] - starts[name]["t"]
         assert ran < BUDGET + 0.5, (name, ran)
+
+
+def test_the_benchmark_measures_both_chains(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.cascade import measure, report
+
+    guarded = measure(True, runs=2, work=0.5, settle=0.05)
+    reference = measure(False, runs=1, work=0.5, settle=0.05)
+    report(guarded, reference, work=0.5)
+
+    output = capsys.readouterr().out
+    assert "| last of the three |" in output
+    # The unguarded chain works on after the close; the guarded one stops (generous bounds).
+    assert reference[0].units_after > 20
+    assert all(run.units_after < 20 for run in guarded)
