@@ -9,13 +9,13 @@ group of its own (``_spawn.py``), also when the run is interrupted.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._events import EVENTS_ENV, Event, EventLog, poll
 from ._nginx import ProxySettings, RunningProxy, run_nginx
-from ._servers import HOST, UVICORN_HTTPTOOLS, RunningServer, run_server
+from ._servers import HOST, UVICORN_HTTPTOOLS, RunningServer, Server, run_server
 
 SERVICES = ("A", "B", "C")
 APP = "tests.e2e.cascade_app:app"
@@ -60,13 +60,20 @@ class Cascade:
 
 
 @contextlib.contextmanager
-def run_cascade(folder: Path, *, guarded: bool = True, budget: float = 0.5) -> Iterator[Cascade]:
+def run_cascade(
+    folder: Path,
+    *,
+    guarded: bool = True,
+    budget: float = 0.5,
+    servers: Mapping[str, Server] | None = None,
+) -> Iterator[Cascade]:
     """Run nginx → A → B → C while the block runs.
 
     Args:
         folder: where the logs, the events file and nginx's files go.
         guarded: ``False`` serves the same apps without fastapi-hangup (a reference).
         budget: A's budget on ``GET /chain/budget``, in seconds.
+        servers: the server of a service by name, where it is not uvicorn (httptools).
     """
     folder.mkdir(parents=True, exist_ok=True)
     events = EventLog(folder / "events.jsonl")
@@ -83,7 +90,13 @@ def run_cascade(folder: Path, *, guarded: bool = True, budget: float = 0.5) -> I
             }
             log = folder / f"{name}.log"
             running = stack.enter_context(
-                run_server(UVICORN_HTTPTOOLS, APP, log, env=env, ready_path="/ready")
+                run_server(
+                    (servers or {}).get(name, UVICORN_HTTPTOOLS),
+                    APP,
+                    log,
+                    env=env,
+                    ready_path="/ready",
+                )
             )
             services[name] = running
             next_url = f"http://{HOST}:{running.port}"
