@@ -9,6 +9,7 @@ from fastapi_hangup._dependency import CancelCtx, cancel_ctx, cancel_ctx_with
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
 from fastapi_hangup._openapi import document_cancellation
 from fastapi_hangup._options import DEFAULT_DEADLINE_HEADER
+from fastapi_hangup._outbound import ForwardDeadline, forward_deadline
 from fastapi_hangup._policy import ALL_METHODS, SAFE_METHODS
 from fastapi_hangup._report import OnStop, StoppedRequest
 from fastapi_hangup._route import CancellableRoute, cancellable_route
@@ -24,6 +25,7 @@ __all__ = [
     "CancellableRoute",
     "ClientDisconnected",
     "DeadlineExceeded",
+    "ForwardDeadline",
     "OnStop",
     "StoppedRequest",
     "add_cancellation",
@@ -32,4 +34,5 @@ __all__ = [
     "cancellable",
     "cancellable_route",
     "document_cancellation",
+    "forward_deadline",
 ]

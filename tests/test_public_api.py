@@ -29,6 +29,7 @@ def test_all_is_the_exact_public_api() -> None:
         "CancellableRoute",
         "ClientDisconnected",
         "DeadlineExceeded",
+        "ForwardDeadline",
         "OnStop",
         "StoppedRequest",
         "add_cancellation",
@@ -37,6 +38,7 @@ def test_all_is_the_exact_public_api() -> None:
         "cancellable",
         "cancellable_route",
         "document_cancellation",
+        "forward_deadline",
     ]
 
 
