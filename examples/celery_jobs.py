@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 FIRST_POLL, LAST_POLL = 0.01, 0.25
 #: The longest the revoke (a message to every worker, through the broker) may take.
 REVOKE_TIMEOUT = 5.0
-#: What a running job's worker process gets: SIGTERM, or "SIGKILL" for a job that ignores it.
+#: Whether a running job's worker process is terminated (False: it runs to its end).
+TERMINATE = True
+#: What that process gets: SIGTERM (the job's `finally` blocks run), or "SIGKILL".
 TERMINATE_SIGNAL = "SIGTERM"
 
 
@@ -43,7 +45,13 @@ async def run_job(
     Raises:
         Exception: whatever the task raised (Celery re-raises it here), or
             ``celery.exceptions.TaskRevokedError`` if someone else revoked it.
+        ValueError: for a task with ``ignore_result=True``: its result never arrives.
     """
+    if task.ignore_result:
+        raise ValueError(
+            f"{task.name} ignores its result (ignore_result=True), so waiting for it would "
+            "never end: drop ignore_result for this task, or send it without waiting."
+        )
     job: AsyncResult[R] = task.AsyncResult(uuid())  # its id is known before it is sent
     finished = False
     try:
@@ -77,7 +85,7 @@ async def _revoke(job: AsyncResult[R]) -> None:
     # Shielded, so that a cancellation (even a level-triggered one, on trio) cannot cut it
     # short; bounded, so that an unreachable broker cannot hold the request. The thread is
     # abandoned at the bound, not waited for: Python cannot stop a blocking call.
-    revoke = partial(job.revoke, terminate=True, signal=TERMINATE_SIGNAL)
+    revoke = partial(job.revoke, terminate=TERMINATE, signal=TERMINATE_SIGNAL)
     with anyio.CancelScope(shield=True, deadline=anyio.current_time() + REVOKE_TIMEOUT) as scope:
         try:
             await anyio.to_thread.run_sync(revoke, abandon_on_cancel=True)

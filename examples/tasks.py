@@ -25,10 +25,14 @@ celery.conf.update(
 
 @celery.task
 def render_report(name: str, seconds: float) -> str:
-    """Render a report for ``seconds``, then write it; a terminated job writes nothing."""
+    """Render a report for ``seconds``, then publish it; a terminated job publishes nothing."""
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / f"{name}.started").write_text(str(os.getpid()))
-    time.sleep(seconds)  # the heavy part
-    report = REPORTS / f"{name}.txt"
-    report.write_text(f"report {name}\n")
+    draft, report = REPORTS / f"{name}.part", REPORTS / f"{name}.txt"
+    try:
+        draft.write_text(f"report {name}\n")
+        time.sleep(seconds)  # the heavy part
+        draft.rename(report)
+    finally:
+        draft.unlink(missing_ok=True)  # runs on SIGTERM too: no half-written report is left
     return str(report)

@@ -57,8 +57,11 @@ class FakeJob:
 class FakeTask:
     """A Celery task: ``apply_async`` records the message, ``AsyncResult`` hands out the job."""
 
+    name = "tests.render"
+
     def __init__(self) -> None:
         self.jobs: list[FakeJob] = []
+        self.ignore_result = False
         self.prepare: Callable[[FakeJob], None] = lambda job: None
 
     def AsyncResult(self, job_id: str) -> FakeJob:
@@ -167,3 +170,19 @@ async def test_a_broker_error_while_revoking_is_logged_not_raised(
     assert result.cancelled
     assert result.messages == []
     assert f"could not revoke Celery job {job.id}" in caplog.text
+
+
+async def test_a_task_that_ignores_its_result_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fake, "ignore_result", True)
+    with pytest.raises(ValueError, match=r"tests.render ignores its result.*drop ignore_result"):
+        await HangUpClient(app).post("/render?name=g")
+    assert fake.jobs == []  # nothing was sent
+
+
+async def test_without_terminate_a_running_job_is_only_revoked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(celery_jobs, "TERMINATE", False)
+    result = await HangUpClient(app).post("/render?name=h", hang_up_after=0.05)
+    assert result.cancelled
+    assert fake.jobs[0].revoked == [{"terminate": False, "signal": "SIGTERM"}]

@@ -241,6 +241,8 @@ def test_a_hang_up_while_running_terminates_the_job(jobs: Queue) -> None:
     # Had they run on, each would have written its report `seconds` after it started.
     time.sleep(seconds + 2.0)
     assert [name for name in names if (jobs.reports / f"{name}.txt").exists()] == []
+    # SIGTERM let each job's `finally` remove its draft before the process ended.
+    assert [name for name in names if (jobs.reports / f"{name}.part").exists()] == []
     assert " succeeded " not in jobs.worker.text()
     assert len(jobs.worker.received()) == RUNS  # none came back (late acks, requeue on loss)
     print(
