@@ -26,7 +26,7 @@ import pytest
 
 from ._client import Connection
 from ._events import new_request_id, poll
-from ._servers import ROOT, UVICORN_HTTPTOOLS, run_server
+from ._servers import ROOT, UVICORN_HTTPTOOLS, RunningServer, run_server
 from ._services import missing_services, redis
 from ._spawn import Child, spawn
 
@@ -62,6 +62,12 @@ class Queue:
     redis_url: str
     reports: Path
     worker: Worker
+    web: RunningServer
+
+    def web_problems(self) -> list[str]:
+        """Lines of the web server's output that mean something went wrong."""
+        bad = ("Traceback", "Exception in ASGI application", "could not revoke", "took over")
+        return [line for line in self.web.log().splitlines() if line.startswith(bad)]
 
 
 def _wait_ready(worker: Worker, timeout: float) -> None:
@@ -120,7 +126,7 @@ def queue(
                 UVICORN_HTTPTOOLS, "examples.task_queue:app", folder / "uvicorn.log", env=env
             ) as web,
         ):
-            yield Queue(request.param, web.port, redis_url, reports, worker)
+            yield Queue(request.param, web.port, redis_url, reports, worker, web)
 
 
 @pytest.fixture
@@ -206,6 +212,7 @@ def test_a_hang_up_while_queued_means_the_job_never_runs(jobs: Queue) -> None:
     assert not (jobs.reports / f"{name}.txt").exists()
     assert f"{JOB}[{job_id}] succeeded" not in jobs.worker.text()
     assert state(jobs, job_id) == "REVOKED"
+    assert jobs.web_problems() == []
 
 
 def waiting(jobs: Queue) -> int:
@@ -245,6 +252,7 @@ def test_a_hang_up_while_running_terminates_the_job(jobs: Queue) -> None:
     assert [name for name in names if (jobs.reports / f"{name}.part").exists()] == []
     assert " succeeded " not in jobs.worker.text()
     assert len(jobs.worker.received()) == RUNS  # none came back (late acks, requeue on loss)
+    assert jobs.web_problems() == []
     print(
         f"hang-up to the job's worker process gone: median {statistics.median(to_exit) * 1e3:.0f}"
         f" ms, max {max(to_exit) * 1e3:.0f} ms; to the worker's 'Terminating' log line: median "
