@@ -215,6 +215,14 @@ def test_a_hang_up_while_queued_means_the_job_never_runs(jobs: Queue) -> None:
     assert jobs.web_problems() == []
 
 
+def unacknowledged(jobs: Queue) -> int:
+    """Messages Redis would deliver again (kombu's ``unacked`` hash): late acks not yet sent."""
+    import redis as sync_redis
+
+    with sync_redis.Redis.from_url(jobs.redis_url) as client:
+        return int(client.hlen("unacked"))
+
+
 def waiting(jobs: Queue) -> int:
     """How many jobs wait behind the running one: prefetched by the worker, or in Redis."""
     import redis as sync_redis
@@ -229,6 +237,8 @@ def hang_up_on_a_running_job(jobs: Queue, name: str, seconds: float) -> tuple[fl
     with post(jobs.port, f"/reports/{name}?seconds={seconds}") as connection:
         pid = started_pid(jobs, name)
         job_id = jobs.worker.received()[-1]
+        if jobs.how == "long-jobs":  # with late acks, a running job's message is owed an ack
+            assert unacknowledged(jobs) == 1
         closed_at = connection.hang_up()
     terminating = re.compile(rf"Terminating {job_id} \((15|Signals\.SIGTERM)\)")
     seen = first_seen(
@@ -252,6 +262,7 @@ def test_a_hang_up_while_running_terminates_the_job(jobs: Queue) -> None:
     assert [name for name in names if (jobs.reports / f"{name}.part").exists()] == []
     assert " succeeded " not in jobs.worker.text()
     assert len(jobs.worker.received()) == RUNS  # none came back (late acks, requeue on loss)
+    assert unacknowledged(jobs) == 0  # nor will at the worker's restart: all were acknowledged
     assert jobs.web_problems() == []
     print(
         f"hang-up to the job's worker process gone: median {statistics.median(to_exit) * 1e3:.0f}"
