@@ -14,6 +14,9 @@ from typing import Annotated, Any, cast
 
 import anyio
 import pytest
+
+pytest.importorskip("celery", reason="Celery is a dev dependency only")
+
 from celery import Task
 from fastapi import Depends, FastAPI
 
