@@ -12,6 +12,7 @@ from fastapi_hangup._options import DEFAULT_DEADLINE_HEADER
 from fastapi_hangup._policy import ALL_METHODS, SAFE_METHODS
 from fastapi_hangup._report import OnStop, StoppedRequest
 from fastapi_hangup._route import CancellableRoute, cancellable_route
+from fastapi_hangup._websocket import WorkScope
 
 __all__ = [
     "ALL_METHODS",
@@ -26,6 +27,7 @@ __all__ = [
     "DeadlineExceeded",
     "OnStop",
     "StoppedRequest",
+    "WorkScope",
     "add_cancellation",
     "cancel_ctx",
     "cancel_ctx_with",

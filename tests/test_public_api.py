@@ -31,6 +31,7 @@ def test_all_is_the_exact_public_api() -> None:
         "DeadlineExceeded",
         "OnStop",
         "StoppedRequest",
+        "WorkScope",
         "add_cancellation",
         "cancel_ctx",
         "cancel_ctx_with",
@@ -75,4 +76,5 @@ def test_context_offers_handlers_only_what_they_call() -> None:
         "run_sync",
         "scope",
         "shield",
+        "work",
     ]

@@ -1,0 +1,553 @@
+"""Websocket sessions: a close by the client stops the work in progress.
+
+Starlette tells a websocket endpoint that its client left only through ``receive_*()``, which
+raises ``WebSocketDisconnect``; work that does not receive (a generation that streams for
+seconds) goes on unseen. ``WebSocketGuard`` gives such a session the request's context:
+
+- After the handshake (the endpoint's ``accept()``) one watcher task owns the raw ``receive``
+  (``SessionWatcher``), as for HTTP bodies: it holds at most one unread message and hands
+  every message to the endpoint's next ``receive_*()`` / ``iter_*()``, in order, exactly once.
+- A ``websocket.disconnect`` the watcher reads while work is in progress cancels that work:
+  every open ``with ctx.work():`` block, or, with none open, the handler as a whole, unless
+  the endpoint is waiting for a message (then the close is the session's normal end). The
+  disconnect is still handed to the endpoint's next receive, so Starlette raises
+  ``WebSocketDisconnect(code)`` there as usual.
+- Nothing reaches the server after the close: a ``send`` raises ``WebSocketDisconnect(code)``
+  and a ``close()`` is dropped (the socket is closed already).
+- The server's own close (``websocket.close`` sent) ends the work: what comes after is not a
+  hang-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from enum import Enum
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from fastapi_hangup._backend import (
+    Task,
+    guard_scope,
+    is_innermost,
+    join,
+    leave_guard_scope,
+    new_cancel_scope,
+    spawn,
+)
+from fastapi_hangup._callbacks import run_callbacks
+from fastapi_hangup._cause import CancelCause
+from fastapi_hangup._context import CancelOnDisconnect
+from fastapi_hangup._exceptions import ClientDisconnected
+from fastapi_hangup._fastapi import route_websocket, websocket_channels
+from fastapi_hangup._options import CancelOptions
+from fastapi_hangup._policy import is_cancel_dependency
+from fastapi_hangup._report import report
+
+SCOPE_KEY = "fastapi_hangup.guard"  # the HTTP guard's key: one guard per connection
+OBSERVER_KEY = "fastapi_hangup.observer"  # the HTTP guard's too (the test kit's)
+_NO_STATUS = 1005  # RFC 6455: the close frame carried no status code
+_ENDED_BY_CLOSE = (WebSocketDisconnect, ClientDisconnected)
+
+
+class _State(Enum):
+    IDLE = "idle"  # before the handshake: the endpoint reads the raw receive itself
+    WATCHING = "watching"  # the watcher task owns the raw receive
+    STOPPED = "stopped"  # the work is over: readers go straight to the raw receive
+
+
+class SessionWatcher:
+    """Owns a websocket's raw ``receive`` while the session works; reports the close.
+
+    ``on_close(message, waiting)`` is called once with the ``websocket.disconnect`` message;
+    ``waiting`` says whether a reader was waiting for a message at that moment.
+    """
+
+    __slots__ = (
+        "_changed",
+        "_disconnect",
+        "_error",
+        "_on_close",
+        "_raw",
+        "_readers",
+        "_state",
+        "_taken",
+        "_task",
+        "_unread",
+        "_watching",
+    )
+
+    def __init__(self, receive: Receive, on_close: Callable[[Message, bool], None]) -> None:
+        self._raw = receive
+        self._on_close = on_close
+        self._state = _State.IDLE
+        self._unread: Message | None = None
+        self._disconnect: Message | None = None
+        self._error: BaseException | None = None
+        self._changed: anyio.Event | None = None
+        self._taken: anyio.Event | None = None
+        self._task: Task | None = None
+        self._watching = False
+        self._readers = 0
+
+    def arm(self) -> None:
+        """Start watching (after the handshake), unless watching started or is over."""
+        if self._state is _State.IDLE:
+            self._state = _State.WATCHING
+            self._task = spawn(self._watch)
+
+    def stop(self) -> None:
+        """Stop watching; readers read the raw ``receive`` again (what is held first)."""
+        self._state = _State.STOPPED
+        if self._watching:
+            self._watching = False
+            assert self._task is not None
+            self._task.cancel()  # withdraws it from the server's receive at once
+        self._notify()
+
+    def detach(self) -> None:
+        """Forget the callback (the session is over), breaking the reference cycle."""
+        self._on_close = _ignore
+
+    async def wait_stopped(self, scope: anyio.CancelScope | None = None) -> None:
+        """Wait until the watcher task, if one was started, has finished."""
+        if self._task is not None:
+            await join(self._task, scope)
+
+    async def receive(self) -> Message:
+        """The next message: what the watcher holds, then what it reads, then the raw stream."""
+        self._readers += 1
+        try:
+            while True:
+                if self._unread is not None:
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    message, self._unread = self._unread, None
+                    if self._taken is not None:
+                        self._taken.set()
+                    return message
+                if self._disconnect is not None:
+                    return self._disconnect
+                if self._error is not None:
+                    raise self._error
+                if self._state is not _State.WATCHING:
+                    return await self._raw()
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                await self._changed.wait()
+        finally:
+            self._readers -= 1
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _stopped(self) -> bool:  # a method: mypy would take the state for the loop's
+        return self._state is _State.STOPPED
+
+    async def _watch(self) -> None:
+        if self._state is not _State.WATCHING:
+            return  # stopped before it ran
+        self._watching = True
+        try:
+            while self._state is _State.WATCHING:
+                message = await self._raw()
+                if message["type"] != "websocket.receive":
+                    self._disconnect = message
+                    waiting = self._readers > 0
+                    self._notify()
+                    self._on_close(message, waiting)
+                    return
+                # Hold it until the endpoint takes it: the server's own queue (bounded by
+                # its settings) keeps the rest, so the watcher never buffers more than one.
+                self._unread = message
+                self._taken = anyio.Event()
+                self._notify()
+                await self._taken.wait()
+                self._taken = None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                if self._stopped():
+                    return
+                raise
+            self._error = exc  # the server's receive failed: readers get the error
+            self._notify()
+        finally:
+            self._watching = False
+
+
+class WorkScope:
+    """One unit of work of a websocket session: ``with ctx.work():``.
+
+    A close by the client while the block runs cancels it (at its next ``await``); the block
+    then ends quietly and the code after it goes on, so the session can clean up, and its
+    next ``receive_*()`` raises ``WebSocketDisconnect``. Entered after the client has
+    closed, the block is cancelled at once.
+    """
+
+    __slots__ = ("_guard", "_scope")
+
+    def __init__(self, guard: WebSocketGuard) -> None:
+        self._guard = guard
+        self._scope = guard_scope()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the block was stopped (by the client's close, or by ``cancel()``)."""
+        return self._guard.closed_during(self) or self._scope.cancelled_caught
+
+    def cancel(self) -> None:
+        """Stop the block from your own code (a "stop" message); the session goes on."""
+        self._scope.cancel()
+
+    def __enter__(self) -> WorkScope:
+        self._guard.enter_work(self)
+        self._scope.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        swallowed = leave_guard_scope(self._scope, exc)
+        return self._guard.leave_work(self, exc, swallowed)
+
+
+class WebSocketContext(CancelOnDisconnect):
+    """The context of a guarded websocket session (``ctx.work()`` scopes a unit of work)."""
+
+    __slots__ = ("_guard",)
+    _guard: WebSocketGuard
+
+    def work(self) -> WorkScope:
+        """Return a block that a close by the client cancels, while the session goes on.
+
+        See [Websockets](websockets.md#one-unit-of-work).
+        """
+        self._check_usable("work()")
+        return WorkScope(self._guard)
+
+
+class WebSocketGuard:
+    """Owns a guarded websocket session: its context, watcher, units of work and report.
+
+    Args:
+        scope: the session's ASGI scope.
+        receive: the raw ASGI ``receive``.
+        send: the raw ASGI ``send``.
+        options: the route's settings (``grace`` and ``callback_timeout`` apply; a deadline
+            is for HTTP requests and is not used).
+    """
+
+    __slots__ = (
+        "_asgi_scope",
+        "_closed_by",
+        "_exited",
+        "_hung_up_at",
+        "_options",
+        "_raw_send",
+        "_reported",
+        "_started_at",
+        "_stopped_units",
+        "_units",
+        "_watcher",
+        "close_code",
+        "ctx",
+    )
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, options: CancelOptions) -> None:
+        self._asgi_scope = scope
+        self._raw_send = send
+        self._options = options
+        ctx = WebSocketContext(
+            guard_scope(), path=scope.get("path", "?"), callback_timeout=options.callback_timeout
+        )
+        ctx._guard = self
+        self.ctx = ctx
+        self._watcher = SessionWatcher(receive, self._on_close)
+        self._units: list[WorkScope] = []
+        self._stopped_units: list[WorkScope] = []
+        self._started_at = time.monotonic()
+        self._hung_up_at: float | None = None
+        self._closed_by: Message | None = None
+        self._reported = False
+        self._exited = False
+        self.close_code: int | None = None
+
+    @property
+    def exited(self) -> bool:
+        """Whether the guard has been left."""
+        return self._exited
+
+    # The session's receive and send, as the endpoint's WebSocket sees them.
+
+    async def receive(self) -> Message:
+        """The session's ``receive``: every message once, in order, through the watcher."""
+        return await self._watcher.receive()
+
+    async def send(self, message: Message) -> None:
+        """The session's ``send``: nothing goes to the server after the client has closed."""
+        if self._closed_by is not None:
+            if message["type"] == "websocket.close":
+                return  # the socket is closed already: there is nobody to tell
+            raise WebSocketDisconnect(self.close_code or _NO_STATUS)
+        await self._raw_send(message)
+        kind = message["type"]
+        if kind == "websocket.accept":
+            if self.ctx._working:
+                self._watcher.arm()
+        elif kind == "websocket.close":
+            self.end_work()  # the server's own close: what follows is no hang-up
+
+    # Entering and leaving.
+
+    def enter(self) -> WebSocketContext:
+        """Enter the handler's cancel scope; the exit must follow in the same task."""
+        scope = self._asgi_scope
+        scope[SCOPE_KEY] = self
+        observer = scope.get(OBSERVER_KEY)
+        if observer is not None:
+            observer(self.ctx)
+        self.ctx._cancel_scope.__enter__()
+        return self.ctx
+
+    def end_work(self) -> None:
+        """The work is over (the handler returned, or the server closed): stop watching."""
+        self.ctx._working = False
+        self._watcher.stop()
+
+    async def leave(self, exc: BaseException | None) -> bool:
+        """Leave the handler's scope; return whether ``exc`` ends the session quietly."""
+        self.end_work()
+        ctx = self.ctx
+        await self._watcher.wait_stopped(ctx._cancel_scope)
+        self._watcher.detach()
+        ctx._finished = True
+        self._exited = True
+        self._asgi_scope.pop(SCOPE_KEY, None)
+        swallowed = leave_guard_scope(ctx._cancel_scope, exc)
+        if exc is None:
+            quiet = False
+        elif swallowed or (isinstance(exc, _ENDED_BY_CLOSE) and ctx._cause is not None):
+            quiet = True  # the close stopped the handler: the session ends here
+        elif isinstance(exc, anyio.get_cancelled_exc_class()):
+            # Cancelled from outside (a server shutting down): it propagates, reported once.
+            ctx._cause = ctx._cause or CancelCause.SERVER_SHUTDOWN
+            if ctx._callbacks:
+                await run_callbacks(ctx._callbacks)
+            self._report(None)
+            return False
+        else:
+            quiet = False
+        if ctx._cause is not None:
+            if ctx._callbacks:
+                await run_callbacks(ctx._callbacks)
+            self._report(self._hung_up_at)
+        return quiet
+
+    # Units of work.
+
+    def enter_work(self, work: WorkScope) -> None:
+        """A ``with ctx.work():`` block starts: after a close it is cancelled at once."""
+        self._units.append(work)
+        if self._closed_by is not None:
+            self._stop(work._scope)
+            self._stopped_units.append(work)
+
+    def leave_work(self, work: WorkScope, exc: BaseException | None, swallowed: bool) -> bool:
+        """A block ends; return whether ``exc`` ends it quietly (the close stopped it)."""
+        self._units.remove(work)
+        if work not in self._stopped_units:
+            return swallowed
+        if exc is None or swallowed or isinstance(exc, _ENDED_BY_CLOSE):
+            self._report(self._hung_up_at)
+            return True
+        return False
+
+    def closed_during(self, work: WorkScope) -> bool:
+        """Whether the client's close stopped ``work``."""
+        return work in self._stopped_units
+
+    # The close.
+
+    def _on_close(self, message: Message, waiting: bool) -> None:
+        self._closed_by = message
+        self.close_code = int(message.get("code", _NO_STATUS))
+        ctx = self.ctx
+        if not ctx._working:
+            return
+        if self._units:
+            self._stopped_units.extend(self._units)
+            targets = [unit._scope for unit in self._units]
+        elif not waiting:
+            targets = [ctx._cancel_scope]
+        else:
+            return  # the endpoint was waiting for a message: the session's normal end
+        self._hung_up_at = time.monotonic()
+        ctx._cause = CancelCause.CLIENT_DISCONNECTED
+        for target in targets:
+            self._stop(target)
+
+    def _stop(self, cancel_scope: anyio.CancelScope) -> None:
+        grace = self._options.grace
+        if grace:
+            cancel_scope.deadline = min(cancel_scope.deadline, anyio.current_time() + grace)
+        else:
+            cancel_scope.cancel()
+
+    def _report(self, since: float | None) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        cause = self.ctx._cause or CancelCause.CLIENT_DISCONNECTED
+        now = time.monotonic()
+        report(
+            self._asgi_scope,
+            cause,
+            None,
+            work=now - self._started_at,
+            hang_up=None if self._hung_up_at is None else self._hung_up_at - self._started_at,
+            latency=None if since is None else max(0.0, now - since),
+            close_code=self.close_code if cause is CancelCause.CLIENT_DISCONNECTED else None,
+        )
+
+
+def guard_websocket_app(app: ASGIApp, options: CancelOptions) -> ASGIApp:
+    """Run a websocket route's ASGI app in a guard (``add_cancellation(websockets=True)``)."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if SCOPE_KEY in scope:  # guarded already (a route reached twice)
+            await app(scope, receive, send)
+            return
+        guard = WebSocketGuard(scope, receive, send, options)
+        guard.enter()
+        try:
+            await app(scope, guard.receive, guard.send)
+        except BaseException as exc:
+            if not await guard.leave(exc):
+                raise
+        else:
+            await guard.leave(None)
+
+    return guarded
+
+
+def inert_context(scope: Scope) -> CancelOnDisconnect:
+    """A context that guards nothing (a websocket route that did not ask to be guarded)."""
+    ctx = CancelOnDisconnect(new_cancel_scope(), path=scope.get("path", "?"), callback_timeout=5.0)
+    ctx._working = False
+    ctx._inert = True
+    return ctx
+
+
+def _ignore(message: Message, waiting: bool) -> None:
+    pass
+
+
+# The dependency's entry: ``ctx: CancelCtx`` on a websocket route.
+
+WEBSOCKETS_MARK = "__fastapi_hangup_websockets__"
+"""Set on a ``cancel_ctx_with(websockets=True)`` dependency: it guards websocket routes too,
+also where it is not a parameter (``FastAPI(dependencies=[...])``, a router's)."""
+
+_ASKS_MARK = "__fastapi_hangup_asks__"  # the answer of asks_for_guard, kept on the route
+
+
+def asks_for_guard(route: Any) -> bool:
+    """Whether a websocket route asked for its session to be guarded.
+
+    It asks with a ``ctx: CancelCtx`` parameter (of the endpoint, or of a dependency among
+    its parameters), or with a ``cancel_ctx_with(websockets=True)`` dependency anywhere. A
+    plain ``Depends(cancel_ctx)`` in ``dependencies=[...]`` (an app's or router's, meant for
+    HTTP routes) does not.
+    """
+    asks = getattr(route, _ASKS_MARK, None)
+    if not isinstance(asks, bool):
+        dependant = getattr(route, "dependant", None)
+        asks = dependant is not None and any(
+            _asks(sub, as_parameter=sub.name is not None) for sub in dependant.dependencies
+        )
+        with contextlib.suppress(AttributeError):  # a slotted route object: ask every time
+            setattr(route, _ASKS_MARK, asks)
+    return asks
+
+
+def _asks(dependant: Any, *, as_parameter: bool) -> bool:
+    call = dependant.call
+    if getattr(call, WEBSOCKETS_MARK, False) is True:
+        return True
+    if as_parameter and is_cancel_dependency(call):
+        return True
+    return any(_asks(sub, as_parameter=as_parameter) for sub in dependant.dependencies)
+
+
+def open_session(
+    websocket: WebSocket, options: CancelOptions, stacks: tuple[AsyncExitStack, AsyncExitStack]
+) -> CancelOnDisconnect:
+    """Guard the session of ``websocket`` from the dependency, if its route asked for it."""
+    scope = websocket.scope
+    if not asks_for_guard(scope.get("route")):
+        return inert_context(scope)
+    receive, send = websocket_channels(websocket)
+    guard = WebSocketGuard(scope, receive, send, options)
+    route_websocket(websocket, guard.receive, guard.send)
+    ctx = guard.enter()
+    request_stack, function_stack = stacks
+    request_stack.push_async_exit(_SessionRequestExit(guard))
+    function_stack.push_async_exit(_SessionFunctionExit(guard))
+    return ctx
+
+
+class _SessionExit:
+    __slots__ = ("_guard",)
+
+    def __init__(self, guard: WebSocketGuard) -> None:
+        self._guard = guard
+
+    async def __aenter__(self) -> None:  # what an async context manager has: never called
+        raise NotImplementedError
+
+
+class _SessionFunctionExit(_SessionExit):
+    """The endpoint returned (or raised): leave the guard, if that keeps scopes nested (see
+    ``_dependency._FunctionExit``), else on the request stack."""
+
+    __slots__ = ()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        guard = self._guard
+        guard.end_work()
+        if is_innermost(guard.ctx._cancel_scope):
+            return await guard.leave(exc)
+        return False
+
+
+class _SessionRequestExit(_SessionExit):
+    __slots__ = ()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        guard = self._guard
+        if not guard.exited:
+            return await guard.leave(exc)
+        return False
