@@ -339,7 +339,7 @@ class WebSocketGuard:
         swallowed = leave_guard_scope(ctx._cancel_scope, exc)
         if exc is None:
             quiet = False
-        elif swallowed or (isinstance(exc, _ENDED_BY_CLOSE) and ctx._cause is not None):
+        elif swallowed or (self._closed_by is not None and _ended_by_close(exc)):
             quiet = True  # the close stopped the handler: the session ends here
         elif isinstance(exc, anyio.get_cancelled_exc_class()):
             # Cancelled from outside (a server shutting down): it propagates, reported once.
@@ -370,7 +370,7 @@ class WebSocketGuard:
         self._units.remove(work)
         if work not in self._stopped_units:
             return swallowed
-        if exc is None or swallowed or isinstance(exc, _ENDED_BY_CLOSE):
+        if exc is None or swallowed or _ended_by_close(exc):
             self._report(self._hung_up_at)
             return True
         return False
@@ -449,6 +449,16 @@ def inert_context(scope: Scope) -> CancelOnDisconnect:
     ctx._working = False
     ctx._inert = True
     return ctx
+
+
+def _ended_by_close(exc: BaseException) -> bool:
+    """Whether ``exc`` is what the client's close raised: ``WebSocketDisconnect`` from a
+    receive or a send, ``ClientDisconnected`` from ``ctx.check()``, or a group of them and
+    cancellations (a task group in the handler: a reader task and a writer task)."""
+    if isinstance(exc, BaseExceptionGroup):
+        ended = (*_ENDED_BY_CLOSE, anyio.get_cancelled_exc_class())
+        return exc.split(ended)[1] is None and exc.split(_ENDED_BY_CLOSE)[0] is not None
+    return isinstance(exc, _ENDED_BY_CLOSE)
 
 
 def _ignore(message: Message, waiting: bool) -> None:
