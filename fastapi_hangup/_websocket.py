@@ -54,6 +54,7 @@ from fastapi_hangup._report import report
 SCOPE_KEY = "fastapi_hangup.guard"  # the HTTP guard's key: one guard per connection
 OBSERVER_KEY = "fastapi_hangup.observer"  # the HTTP guard's too (the test kit's)
 _NO_STATUS = 1005  # RFC 6455: the close frame carried no status code
+_DROPPED = 1006  # RFC 6455: the connection closed without a close frame
 _ENDED_BY_CLOSE = (WebSocketDisconnect, ClientDisconnected)
 
 
@@ -302,7 +303,15 @@ class WebSocketGuard:
             if message["type"] == "websocket.close":
                 return  # the socket is closed already: there is nobody to tell
             raise WebSocketDisconnect(self.close_code or _NO_STATUS)
-        await self._raw_send(message)
+        try:
+            await self._raw_send(message)
+        except OSError:
+            # The server knows the client is gone before it says so (uvicorn raises on a send
+            # to a closing connection): that is the close. Raised as WebSocketDisconnect
+            # here rather than by Starlette, which would also mark the WebSocket as no longer
+            # connected, so that the next receive_*() could not report the close itself.
+            self._on_close({"type": "websocket.disconnect", "code": _DROPPED}, False)
+            raise WebSocketDisconnect(_DROPPED) from None
         kind = message["type"]
         if kind == "websocket.accept":
             if self.ctx._working:
@@ -382,6 +391,8 @@ class WebSocketGuard:
     # The close.
 
     def _on_close(self, message: Message, waiting: bool) -> None:
+        if self._closed_by is not None:
+            return  # a failed send told first
         self._closed_by = message
         self.close_code = int(message.get("code", _NO_STATUS))
         ctx = self.ctx

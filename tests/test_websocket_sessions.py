@@ -8,6 +8,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, WebSocket, WebSocketDisconnect
+from starlette.types import Message
 
 from fastapi_hangup import (
     CancelCause,
@@ -498,3 +499,39 @@ async def test_a_server_shutting_down_cancels_the_session_from_outside() -> None
     [record] = records
     assert getattr(record, "cause", None) == "server_shutdown"
     assert getattr(record, "close_code", 0) is None
+
+
+async def test_a_send_the_server_refuses_is_the_close_and_the_next_receive_reports_it() -> None:
+    app = FastAPI()
+    events: list[object] = []
+
+    @app.websocket("/ws")
+    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        try:
+            with ctx.work() as work:
+                await websocket.send_text("token")
+                await anyio.sleep(LONG)
+            events.append(work.cancelled)
+            await websocket.receive_text()
+        except WebSocketDisconnect as disconnect:
+            events.append(disconnect.code)
+
+    receive = ScriptedReceive(
+        [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "go"}]
+    )
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.send":
+            # uvicorn on a connection that is closing; it reports the close a while later.
+            receive.push({"type": "websocket.disconnect", "code": 1006})
+            raise OSError("the connection is closing")
+        sent.append(message)
+
+    with anyio.fail_after(5):
+        await app(websocket_scope("/ws"), receive, send)
+
+    assert events == [True, 1006]
+    assert [m["type"] for m in sent] == ["websocket.accept"]
