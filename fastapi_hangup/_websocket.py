@@ -21,6 +21,7 @@ seconds) goes on unseen. ``WebSocketGuard`` gives such a session the request's c
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -460,6 +461,24 @@ def inert_context(scope: Scope) -> CancelOnDisconnect:
     ctx._working = False
     ctx._inert = True
     return ctx
+
+
+def reject_websocket_endpoint(func: Callable[..., Any], name: str) -> None:
+    """Fail if ``func`` takes a ``WebSocket``: ``@cancellable`` is for HTTP endpoints.
+
+    Raises:
+        TypeError: saying what guards a websocket endpoint instead.
+    """
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: FastAPI will complain itself
+        return
+    if any(p.annotation in (WebSocket, "WebSocket") for p in parameters):
+        raise TypeError(
+            f"@cancellable is for HTTP endpoints, and {name} is a websocket endpoint. Declare "
+            "`ctx: CancelCtx` as its parameter to guard the session instead (or use "
+            "add_cancellation(app, websockets=True))."
+        )
 
 
 def _ended_by_close(exc: BaseException) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import anyio
 import anyio.lowlevel
@@ -13,6 +14,7 @@ from starlette.types import Message
 from fastapi_hangup import (
     CancelCause,
     CancelCtx,
+    CancelOnDisconnect,
     StoppedRequest,
     add_cancellation,
     cancel_ctx,
@@ -24,6 +26,7 @@ from tests.test_websocket_routes import websocket_scope
 
 pytestmark = pytest.mark.anyio
 
+GRACEFUL = cancel_ctx_with(grace=5.0)
 LONG = 30.0  # seconds of work nobody waits for: only a cancellation ends it early
 
 
@@ -535,3 +538,87 @@ async def test_a_send_the_server_refuses_is_the_close_and_the_next_receive_repor
 
     assert events == [True, 1006]
     assert [m["type"] for m in sent] == ["websocket.accept"]
+
+
+async def test_a_grace_period_lets_the_work_stop_by_itself_first() -> None:
+    app = FastAPI()
+    events: list[str] = []
+
+    @app.websocket("/ws")
+    async def endpoint(
+        websocket: WebSocket, ctx: Annotated[CancelOnDisconnect, Depends(GRACEFUL)]
+    ) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        with ctx.work() as work:
+            for _ in range(1000):
+                if ctx.is_cancelled:  # a safe point: stop here, before the cancellation
+                    events.append("stopped at a safe point")
+                    break
+                await anyio.sleep(LONG / 1000)
+        events.append(f"block cancelled: {work.cancelled}")
+
+    async with HangUpWebSocket(app, "/ws") as ws:
+        await ws.send_text("go")
+        await anyio.sleep(0.02)
+        await ws.close(1001)
+
+    assert events == ["stopped at a safe point", "block cancelled: True"]
+    assert_stopped_cleanly(ws.result, 1001)
+
+
+async def test_a_failing_server_receive_reaches_the_endpoints_next_receive() -> None:
+    app = FastAPI()
+    seen: list[str] = []
+
+    @app.websocket("/ws")
+    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
+        await websocket.accept()
+        try:
+            await websocket.receive_text()
+        except OSError as error:
+            seen.append(str(error))
+
+    receive = ScriptedReceive([{"type": "websocket.connect"}])
+
+    async def fail_soon() -> None:
+        await anyio.sleep(0.01)
+        receive.fail(OSError("the server's receive broke"))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fail_soon)
+            await app(websocket_scope("/ws"), receive, RecordingSend())
+
+    assert seen == ["the server's receive broke"]
+
+
+async def test_a_session_guarded_twice_has_one_guard() -> None:
+    app = FastAPI(dependencies=[Depends(cancel_ctx_with(websockets=True))])
+    add_cancellation(app, websockets=True)
+    contexts: list[object] = []
+
+    @app.websocket("/ws")
+    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
+        contexts.append(ctx)
+        await websocket.accept()
+        await websocket.receive_text()
+        await anyio.sleep(LONG)
+
+    async with HangUpWebSocket(app, "/ws") as ws:
+        await ws.send_text("go")
+        await anyio.sleep(0.02)
+        await ws.close(1001)
+
+    assert contexts == [ws.result.context]
+    assert_stopped_cleanly(ws.result, 1001)
+
+
+def test_cancellable_on_a_websocket_endpoint_fails_with_what_to_do() -> None:
+    from fastapi_hangup import cancellable
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+
+    with pytest.raises(TypeError, match="ctx: CancelCtx"):
+        cancellable(endpoint)
