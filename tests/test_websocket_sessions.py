@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
@@ -622,3 +623,80 @@ def test_cancellable_on_a_websocket_endpoint_fails_with_what_to_do() -> None:
 
     with pytest.raises(TypeError, match="ctx: CancelCtx"):
         cancellable(endpoint)
+
+
+@pytest.mark.parametrize("entry", ["parameter", "add_cancellation"])
+async def test_an_error_of_the_handler_goes_on_as_without_the_guard(entry: str) -> None:
+    app = FastAPI()
+    if entry == "add_cancellation":
+        add_cancellation(app, websockets=True)
+
+    async def boom(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        raise ValueError("boom")
+
+    if entry == "parameter":
+
+        @app.websocket("/ws")
+        async def with_ctx(websocket: WebSocket, ctx: CancelCtx) -> None:
+            await boom(websocket)
+    else:
+        app.add_api_websocket_route("/ws", boom)
+
+    async def talk() -> None:
+        async with HangUpWebSocket(app, "/ws") as ws:
+            await ws.send_text("go")
+            await anyio.sleep(0.01)
+
+    with pytest.raises(ValueError, match="boom"):
+        await talk()
+
+
+async def test_a_reader_and_a_writer_task_end_quietly_on_the_close() -> None:
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
+        await websocket.accept()
+
+        async def writer() -> None:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.05)  # the close comes meanwhile
+                await websocket.send_text("late")  # raises WebSocketDisconnect
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            await websocket.receive_text()  # raises WebSocketDisconnect too
+
+    async with HangUpWebSocket(app, "/ws") as ws:
+        await anyio.sleep(0.01)
+        await ws.close(1001)
+
+    assert ws.error is None
+    assert ws.result.sent_after_close == []
+    assert ws.result.log_records == []  # the handler waited for a message: a normal end
+
+
+async def holder(ctx: CancelCtx) -> AsyncIterator[None]:
+    async with anyio.create_task_group():  # a cancel scope inside the guard's, across yield
+        yield
+
+
+async def test_a_yield_dependency_holding_a_scope_inside_the_guard_keeps_them_nested() -> None:
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def endpoint(
+        websocket: WebSocket, ctx: CancelCtx, _: Annotated[None, Depends(holder)]
+    ) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        await anyio.sleep(LONG)
+
+    async with HangUpWebSocket(app, "/ws") as ws:
+        await ws.send_text("go")
+        await anyio.sleep(0.02)
+        await ws.close(1001)
+
+    assert_stopped_cleanly(ws.result, 1001)
