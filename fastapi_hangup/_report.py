@@ -45,7 +45,8 @@ class StoppedRequest:
     status_code: int | None
     """``499`` after a hang-up (nginx's *Client Closed Request*: nothing was sent, nobody
     was there to read it), ``504`` after a deadline (the client got it), ``None`` when the
-    server cancelled the request from outside."""
+    server cancelled the request from outside, and for a websocket session (see
+    ``close_code``)."""
     work_seconds: float
     """How long the work ran, from the guard's start until it had stopped and unwound
     (a shielded block and ``on_cancel`` callbacks included)."""
