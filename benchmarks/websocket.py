@@ -30,7 +30,7 @@ from starlette.types import Message
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastapi_hangup import CancelCtx  # noqa: E402
+from fastapi_hangup import CancelCtx
 
 
 def build() -> tuple[FastAPI, list[float]]:
