@@ -22,7 +22,12 @@ from ._events import EventLog, new_request_id
 from ._logs import settled_log, trouble_in
 from ._nginx import NGINX, ProxySettings, RunningProxy, run_nginx
 from ._params import on_servers, serving
-from ._servers import UVICORN_WEBSOCKETS, WEBSOCKET_SERVERS, ServerView
+from ._servers import (
+    UVICORN_WEBSOCKETS,
+    UVICORN_WEBSOCKETS_SANSIO,
+    WEBSOCKET_SERVERS,
+    ServerView,
+)
 from ._wsclient import drop, open_session, silent_session
 
 pytestmark = pytest.mark.e2e
@@ -222,3 +227,26 @@ def test_behind_nginx_messages_arrive_once_in_order(
         got = str(connection.recv(timeout=10)).split(" ")
     print(f"[ws-figures] nginx → {server.server.name} lossless: {len(got)} of {len(sent)}")
     assert got == sent
+
+
+@behind_nginx
+@on_servers([UVICORN_WEBSOCKETS_SANSIO])
+def test_behind_nginx_a_silent_client_is_stopped_by_the_servers_pings(
+    server: ServerView, events: EventLog, proxy: RunningProxy
+) -> None:
+    rid = new_request_id()
+    sock = silent_session(proxy.port, rid, "generate")
+    try:
+        silent_at = time.monotonic()
+        events.wait_for(rid, "start")
+        stopped = events.wait_for(rid, "stopped", timeout=15)  # nginx relays the pings
+        after = events.wait_for(rid, "after")
+    finally:
+        sock.close()
+    assert after["cancelled"] is True
+    print(
+        f"[ws-figures] nginx → {server.server.name} silent: stopped "
+        f"{(after['t'] - silent_at) * 1000:.0f} ms after the client fell silent, "
+        f"close code {stopped['close_code']}"
+    )
+    assert trouble_in(settled_log(server)) == []
