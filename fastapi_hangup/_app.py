@@ -24,7 +24,7 @@ from fastapi_hangup._policy import (
 from fastapi_hangup._quiet import QUIET_HANDLER
 from fastapi_hangup._report import OnStop, set_hook
 from fastapi_hangup._route import CancellableRoute, guard_route
-from fastapi_hangup._websocket import guard_websocket_app
+from fastapi_hangup._ws_entry import guard_websocket_app
 
 _SET_UP: weakref.WeakKeyDictionary[FastAPI, _AppCancellation] = weakref.WeakKeyDictionary()
 
@@ -145,7 +145,6 @@ class _AppCancellation:
     ) -> None:
         self._app = weakref.ref(app)
         self.websockets = websockets
-        self.options = options
         self._methods = methods
         self._options = options
         self._tag = tag
@@ -220,7 +219,7 @@ class _FollowRoutes:
         # With websockets=True every websocket session of the app runs in a guard, from
         # here: FastAPI builds the routes of included routers anew, out of reach.
         self._sessions = (
-            guard_websocket_app(app, integration.options) if integration.websockets else app
+            guard_websocket_app(app, integration._options) if integration.websockets else app
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -30,7 +30,7 @@ from fastapi_hangup._policy import (
     policy_of,
 )
 from fastapi_hangup._quiet import answer_middleware
-from fastapi_hangup._websocket import reject_websocket_endpoint
+from fastapi_hangup._ws_entry import reject_websocket_endpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from fastapi_hangup._guard import RequestGuard, current_guard, guard_request
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import DEPENDENCY_MARK
 from fastapi_hangup._quiet import answer_middleware
-from fastapi_hangup._websocket import WEBSOCKETS_MARK, open_session
+from fastapi_hangup._ws_entry import WEBSOCKETS_MARK, open_session
 
 Dependency = Callable[[HTTPConnection], Awaitable[CancelOnDisconnect]]
 

@@ -2,7 +2,8 @@
 
 Starlette tells a websocket endpoint that its client left only through ``receive_*()``, which
 raises ``WebSocketDisconnect``; work that does not receive (a generation that streams for
-seconds) goes on unseen. ``WebSocketGuard`` gives such a session the request's context:
+seconds) goes on unseen. ``WebSocketGuard`` gives such a session the request's context (its
+entry points are in ``_ws_entry.py``, its watcher in ``_ws_watcher.py``):
 
 - After the handshake (the endpoint's ``accept()``) one watcher task owns the raw ``receive``
   (``SessionWatcher``), as for HTTP bodies: it holds at most one unread message and hands
@@ -20,171 +21,27 @@ seconds) goes on unseen. ``WebSocketGuard`` gives such a session the request's c
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
-from enum import Enum
 from types import TracebackType
-from typing import Any
 
 import anyio
-import anyio.lowlevel
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
 
-from fastapi_hangup._backend import (
-    Task,
-    guard_scope,
-    is_innermost,
-    join,
-    leave_guard_scope,
-    new_cancel_scope,
-    spawn,
-)
+from fastapi_hangup._backend import guard_scope, leave_guard_scope
 from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected
-from fastapi_hangup._fastapi import route_websocket, websocket_channels
 from fastapi_hangup._options import CancelOptions
-from fastapi_hangup._policy import is_cancel_dependency
 from fastapi_hangup._report import report
+from fastapi_hangup._ws_watcher import SessionWatcher
 
 SCOPE_KEY = "fastapi_hangup.guard"  # the HTTP guard's key: one guard per connection
 OBSERVER_KEY = "fastapi_hangup.observer"  # the HTTP guard's too (the test kit's)
 _NO_STATUS = 1005  # RFC 6455: the close frame carried no status code
 _DROPPED = 1006  # RFC 6455: the connection closed without a close frame
 _ENDED_BY_CLOSE = (WebSocketDisconnect, ClientDisconnected)
-
-
-class _State(Enum):
-    IDLE = "idle"  # before the handshake: the endpoint reads the raw receive itself
-    WATCHING = "watching"  # the watcher task owns the raw receive
-    STOPPED = "stopped"  # the work is over: readers go straight to the raw receive
-
-
-class SessionWatcher:
-    """Owns a websocket's raw ``receive`` while the session works; reports the close.
-
-    ``on_close(message, waiting)`` is called once with the ``websocket.disconnect`` message;
-    ``waiting`` says whether a reader was waiting for a message at that moment.
-    """
-
-    __slots__ = (
-        "_changed",
-        "_disconnect",
-        "_error",
-        "_on_close",
-        "_raw",
-        "_readers",
-        "_state",
-        "_taken",
-        "_task",
-        "_unread",
-        "_watching",
-    )
-
-    def __init__(self, receive: Receive, on_close: Callable[[Message, bool], None]) -> None:
-        self._raw = receive
-        self._on_close = on_close
-        self._state = _State.IDLE
-        self._unread: Message | None = None
-        self._disconnect: Message | None = None
-        self._error: BaseException | None = None
-        self._changed: anyio.Event | None = None
-        self._taken: anyio.Event | None = None
-        self._task: Task | None = None
-        self._watching = False
-        self._readers = 0
-
-    def arm(self) -> None:
-        """Start watching (after the handshake), unless watching started or is over."""
-        if self._state is _State.IDLE:
-            self._state = _State.WATCHING
-            self._task = spawn(self._watch)
-
-    def stop(self) -> None:
-        """Stop watching; readers read the raw ``receive`` again (what is held first)."""
-        self._state = _State.STOPPED
-        if self._watching:
-            self._watching = False
-            assert self._task is not None
-            self._task.cancel()  # withdraws it from the server's receive at once
-        self._notify()
-
-    def detach(self) -> None:
-        """Forget the callback (the session is over), breaking the reference cycle."""
-        self._on_close = _ignore
-
-    async def wait_stopped(self, scope: anyio.CancelScope | None = None) -> None:
-        """Wait until the watcher task, if one was started, has finished."""
-        if self._task is not None:
-            await join(self._task, scope)
-
-    async def receive(self) -> Message:
-        """The next message: what the watcher holds, then what it reads, then the raw stream."""
-        self._readers += 1
-        try:
-            while True:
-                if self._unread is not None:
-                    await anyio.lowlevel.checkpoint_if_cancelled()
-                    message, self._unread = self._unread, None
-                    if self._taken is not None:
-                        self._taken.set()
-                    return message
-                if self._disconnect is not None:
-                    return self._disconnect
-                if self._error is not None:
-                    raise self._error
-                if self._state is not _State.WATCHING:
-                    return await self._raw()
-                if self._changed is None:
-                    self._changed = anyio.Event()
-                await self._changed.wait()
-        finally:
-            self._readers -= 1
-
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-    def _stopped(self) -> bool:  # a method: mypy would take the state for the loop's
-        return self._state is _State.STOPPED
-
-    async def _watch(self) -> None:
-        if self._state is not _State.WATCHING:
-            return  # stopped before it ran
-        self._watching = True
-        try:
-            while self._state is _State.WATCHING:
-                message = await self._raw()
-                if message["type"] != "websocket.receive":
-                    self._disconnect = message
-                    waiting = self._readers > 0
-                    self._notify()
-                    self._on_close(message, waiting)
-                    return
-                # Hold it until the endpoint takes it: the server's own queue (bounded by
-                # its settings) keeps the rest, so the watcher never buffers more than one.
-                self._unread = message
-                self._taken = anyio.Event()
-                self._notify()
-                await self._taken.wait()
-                self._taken = None
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            if isinstance(exc, anyio.get_cancelled_exc_class()):
-                if self._stopped():
-                    return
-                raise
-            self._error = exc  # the server's receive failed: readers get the error
-            self._notify()
-        finally:
-            self._watching = False
 
 
 class WorkScope:
@@ -435,52 +292,6 @@ class WebSocketGuard:
         )
 
 
-def guard_websocket_app(app: ASGIApp, options: CancelOptions) -> ASGIApp:
-    """Run a websocket route's ASGI app in a guard (``add_cancellation(websockets=True)``)."""
-
-    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        if SCOPE_KEY in scope:  # guarded already (a route reached twice)
-            await app(scope, receive, send)
-            return
-        guard = WebSocketGuard(scope, receive, send, options)
-        guard.enter()
-        try:
-            await app(scope, guard.receive, guard.send)
-        except BaseException as exc:
-            if not await guard.leave(exc):
-                raise
-        else:
-            await guard.leave(None)
-
-    return guarded
-
-
-def inert_context(scope: Scope) -> CancelOnDisconnect:
-    """A context that guards nothing (a websocket route that did not ask to be guarded)."""
-    ctx = CancelOnDisconnect(new_cancel_scope(), path=scope.get("path", "?"), callback_timeout=5.0)
-    ctx._working = False
-    ctx._inert = True
-    return ctx
-
-
-def reject_websocket_endpoint(func: Callable[..., Any], name: str) -> None:
-    """Fail if ``func`` takes a ``WebSocket``: ``@cancellable`` is for HTTP endpoints.
-
-    Raises:
-        TypeError: saying what guards a websocket endpoint instead.
-    """
-    try:
-        parameters = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):  # no signature to read: FastAPI will complain itself
-        return
-    if any(p.annotation in (WebSocket, "WebSocket") for p in parameters):
-        raise TypeError(
-            f"@cancellable is for HTTP endpoints, and {name} is a websocket endpoint. Declare "
-            "`ctx: CancelCtx` as its parameter to guard the session instead (or use "
-            "add_cancellation(app, websockets=True))."
-        )
-
-
 def _ended_by_close(exc: BaseException) -> bool:
     """Whether ``exc`` is what the client's close raised: ``WebSocketDisconnect`` from a
     receive or a send, ``ClientDisconnected`` from ``ctx.check()``, or a group of them and
@@ -489,105 +300,3 @@ def _ended_by_close(exc: BaseException) -> bool:
         ended = (*_ENDED_BY_CLOSE, anyio.get_cancelled_exc_class())
         return exc.split(ended)[1] is None and exc.split(_ENDED_BY_CLOSE)[0] is not None
     return isinstance(exc, _ENDED_BY_CLOSE)
-
-
-def _ignore(message: Message, waiting: bool) -> None:
-    pass
-
-
-# The dependency's entry: ``ctx: CancelCtx`` on a websocket route.
-
-WEBSOCKETS_MARK = "__fastapi_hangup_websockets__"
-"""Set on a ``cancel_ctx_with(websockets=True)`` dependency: it guards websocket routes too,
-also where it is not a parameter (``FastAPI(dependencies=[...])``, a router's)."""
-
-_ASKS_MARK = "__fastapi_hangup_asks__"  # the answer of asks_for_guard, kept on the route
-
-
-def asks_for_guard(route: Any) -> bool:
-    """Whether a websocket route asked for its session to be guarded.
-
-    It asks with a ``ctx: CancelCtx`` parameter (of the endpoint, or of a dependency among
-    its parameters), or with a ``cancel_ctx_with(websockets=True)`` dependency anywhere. A
-    plain ``Depends(cancel_ctx)`` in ``dependencies=[...]`` (an app's or router's, meant for
-    HTTP routes) does not.
-    """
-    asks = getattr(route, _ASKS_MARK, None)
-    if not isinstance(asks, bool):
-        dependant = getattr(route, "dependant", None)
-        asks = dependant is not None and any(
-            _asks(sub, as_parameter=sub.name is not None) for sub in dependant.dependencies
-        )
-        with contextlib.suppress(AttributeError):  # a slotted route object: ask every time
-            setattr(route, _ASKS_MARK, asks)
-    return asks
-
-
-def _asks(dependant: Any, *, as_parameter: bool) -> bool:
-    call = dependant.call
-    if getattr(call, WEBSOCKETS_MARK, False) is True:
-        return True
-    if as_parameter and is_cancel_dependency(call):
-        return True
-    return any(_asks(sub, as_parameter=as_parameter) for sub in dependant.dependencies)
-
-
-def open_session(
-    websocket: WebSocket, options: CancelOptions, stacks: tuple[AsyncExitStack, AsyncExitStack]
-) -> CancelOnDisconnect:
-    """Guard the session of ``websocket`` from the dependency, if its route asked for it."""
-    scope = websocket.scope
-    if not asks_for_guard(scope.get("route")):
-        return inert_context(scope)
-    receive, send = websocket_channels(websocket)
-    guard = WebSocketGuard(scope, receive, send, options)
-    route_websocket(websocket, guard.receive, guard.send)
-    ctx = guard.enter()
-    request_stack, function_stack = stacks
-    request_stack.push_async_exit(_SessionRequestExit(guard))
-    function_stack.push_async_exit(_SessionFunctionExit(guard))
-    return ctx
-
-
-class _SessionExit:
-    __slots__ = ("_guard",)
-
-    def __init__(self, guard: WebSocketGuard) -> None:
-        self._guard = guard
-
-    async def __aenter__(self) -> None:  # what an async context manager has: never called
-        raise NotImplementedError
-
-
-class _SessionFunctionExit(_SessionExit):
-    """The endpoint returned (or raised): leave the guard, if that keeps scopes nested (see
-    ``_dependency._FunctionExit``), else on the request stack."""
-
-    __slots__ = ()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        guard = self._guard
-        guard.end_work()
-        if is_innermost(guard.ctx._cancel_scope):
-            return await guard.leave(exc)
-        return False
-
-
-class _SessionRequestExit(_SessionExit):
-    __slots__ = ()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        guard = self._guard
-        if not guard.exited:
-            return await guard.leave(exc)
-        return False
