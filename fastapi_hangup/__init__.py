@@ -13,6 +13,7 @@ from fastapi_hangup._outbound import ForwardDeadline, forward_deadline
 from fastapi_hangup._policy import ALL_METHODS, SAFE_METHODS
 from fastapi_hangup._report import OnStop, StoppedRequest
 from fastapi_hangup._route import CancellableRoute, cancellable_route
+from fastapi_hangup._websocket import WorkScope
 
 __all__ = [
     "ALL_METHODS",
@@ -28,6 +29,7 @@ __all__ = [
     "ForwardDeadline",
     "OnStop",
     "StoppedRequest",
+    "WorkScope",
     "add_cancellation",
     "cancel_ctx",
     "cancel_ctx_with",

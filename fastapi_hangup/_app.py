@@ -24,6 +24,7 @@ from fastapi_hangup._policy import (
 from fastapi_hangup._quiet import QUIET_HANDLER
 from fastapi_hangup._report import OnStop, set_hook
 from fastapi_hangup._route import CancellableRoute, guard_route
+from fastapi_hangup._ws_entry import guard_websocket_app
 
 _SET_UP: weakref.WeakKeyDictionary[FastAPI, _AppCancellation] = weakref.WeakKeyDictionary()
 
@@ -38,6 +39,7 @@ def add_cancellation(
     deadline_header: str | bool | None = None,
     callback_timeout: float = 5.0,
     on_stop: OnStop | None = None,
+    websockets: bool = False,
 ) -> None:
     """Cancel the work of every HTTP route of ``app`` when its client hangs up.
 
@@ -55,9 +57,11 @@ def add_cancellation(
 
     Per route, ``@cancellable`` opts a route in (a write too) with its own settings, and
     ``@cancellable(False)`` opts it out; a [`CancellableRoute`][fastapi_hangup.CancellableRoute]
-    router keeps its own policy; ``Depends(cancel_ctx)`` shares the request's one context. Websocket
-    routes, ``callbacks`` and ``app.webhooks`` (which document requests to *other* servers) and
-    mounted apps are left alone; call ``add_cancellation`` on a mounted FastAPI app itself.
+    router keeps its own policy; ``Depends(cancel_ctx)`` shares the request's one context.
+    Websocket sessions are guarded with ``websockets=True`` (or where their route declares
+    ``ctx: CancelCtx``). ``callbacks`` and ``app.webhooks`` (which document requests to
+    *other* servers) and mounted apps are left alone; call ``add_cancellation`` on a mounted
+    FastAPI app itself.
 
     Args:
         app: the application, before it serves its first request.
@@ -73,6 +77,10 @@ def add_cancellation(
         callback_timeout: the default time limit of ``on_cancel`` callbacks.
         on_stop: called with a [`StoppedRequest`][fastapi_hangup.StoppedRequest] for every stopped
             request; it runs on the event loop, so keep it short (count, log, enqueue).
+        websockets: guard every websocket session of the app too (those of mounted apps
+            included): a close by the client while the handler works (not waiting for a
+            message) cancels it (see [Websockets](websockets.md)). Without it, only
+            websocket routes that declare ``ctx: CancelCtx`` are guarded.
 
     Raises:
         TypeError: ``app`` is not a FastAPI app, or an ``@cancellable`` sits above its
@@ -100,7 +108,7 @@ def add_cancellation(
     )
     if on_stop is not None and not callable(on_stop):
         raise TypeError(f"on_stop must be a function taking a StoppedRequest, not {on_stop!r}")
-    integration = _AppCancellation(app, allowed, options, tag)
+    integration = _AppCancellation(app, allowed, options, tag, websockets=websockets)
     try:
         app.add_middleware(_FollowRoutes, integration=integration)
     except RuntimeError as exc:
@@ -127,9 +135,16 @@ class _AppCancellation:
     """Guards and marks the app's routes; follows the routes added later."""
 
     def __init__(
-        self, app: FastAPI, methods: frozenset[str], options: CancelOptions, tag: str | None
+        self,
+        app: FastAPI,
+        methods: frozenset[str],
+        options: CancelOptions,
+        tag: str | None,
+        *,
+        websockets: bool = False,
     ) -> None:
         self._app = weakref.ref(app)
+        self.websockets = websockets
         self._methods = methods
         self._options = options
         self._tag = tag
@@ -201,8 +216,18 @@ class _FollowRoutes:
     def __init__(self, app: ASGIApp, integration: _AppCancellation) -> None:
         self.app = app
         self._follow: Callable[[], None] = integration.follow
+        # With websockets=True every websocket session of the app runs in a guard, from
+        # here: FastAPI builds the routes of included routers anew, out of reach.
+        self._sessions = (
+            guard_websocket_app(app, integration._options) if integration.websockets else app
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http":
             self._follow()
+        elif kind == "websocket":
+            self._follow()
+            await self._sessions(scope, receive, send)
+            return
         await self.app(scope, receive, send)

@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_process
@@ -21,6 +21,9 @@ from fastapi_hangup._backend import cancel_was_called
 from fastapi_hangup._callbacks import CallbackHandle
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
+
+if TYPE_CHECKING:
+    from fastapi_hangup._websocket import WorkScope
 
 T = TypeVar("T")
 
@@ -239,6 +242,26 @@ class CancelOnDisconnect:
         """
         return await anyio.to_process.run_sync(func, *args, cancellable=True)
 
+    def work(self) -> WorkScope:
+        """Return a block that a close by the client cancels, on a websocket route.
+
+        ``with ctx.work():`` scopes one unit of work of a websocket session (one generation
+        of a chat): a close while it runs cancels the block at its next ``await``, the block
+        ends quietly, and the session's next ``receive_*()`` raises ``WebSocketDisconnect``.
+        See [Websockets](websockets.md#one-unit-of-work).
+
+        Raises:
+            RuntimeError: on an HTTP route, where the request is the unit of work already,
+                or on a websocket route that is not guarded.
+        """
+        self._check_usable("work()")
+        raise RuntimeError(
+            "ctx.work() scopes one unit of work of a websocket session; on an HTTP route the "
+            "request's whole work is the unit already, and a hang-up cancels it. Remove the "
+            "`with ctx.work():`, or use `with anyio.CancelScope() as scope:` for a piece of "
+            "work you want to stop yourself."
+        )
+
     def _timer_fired(self) -> bool:
         # The scope's own timer may fire first (uvloop runs timers up to ~0.1 ms early), but
         # only the event loop's thread may ask it (trio reads its clock to answer).
@@ -247,8 +270,11 @@ class CancelOnDisconnect:
     def _check_usable(self, what: str) -> None:
         if self._inert:
             raise RuntimeError(
-                f"ctx.{what} was used on a websocket route, which fastapi-hangup does not "
-                "guard: its context is never cancelled. A websocket endpoint learns that its "
+                f"ctx.{what} was used on a websocket route that is not guarded: a "
+                "`Depends(cancel_ctx)` among an app's or router's dependencies steps aside "
+                "there, and its context is never cancelled. Declare `ctx: CancelCtx` as a "
+                "parameter of the websocket endpoint to guard the session (or use "
+                "`cancel_ctx_with(websockets=True)`); without, the endpoint learns that its "
                 "client left from WebSocketDisconnect, raised by websocket.receive_*()."
             )
         if self._finished:

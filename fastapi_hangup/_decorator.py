@@ -30,6 +30,7 @@ from fastapi_hangup._policy import (
     policy_of,
 )
 from fastapi_hangup._quiet import answer_middleware
+from fastapi_hangup._ws_entry import reject_websocket_endpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -129,6 +130,7 @@ def _decorate(func: F, policy: CancelPolicy) -> F:
         return func
     if policy_of(func) is not None or _REQUEST_PARAM in _parameters(func):
         raise TypeError(f"@cancellable was applied twice to {_name(func)}")
+    reject_websocket_endpoint(func, _name(func))
     if is_generator_callable(func):
         wrapper, hidden = _streaming_wrapper(func, policy), _request_parameter()
     elif is_coroutine_callable(func):

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Annotated, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
 from starlette.requests import HTTPConnection
 
 from fastapi_hangup._backend import is_innermost, new_cancel_scope
@@ -17,6 +17,7 @@ from fastapi_hangup._guard import RequestGuard, current_guard, guard_request
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import DEPENDENCY_MARK
 from fastapi_hangup._quiet import answer_middleware
+from fastapi_hangup._ws_entry import WEBSOCKETS_MARK, open_session
 
 Dependency = Callable[[HTTPConnection], Awaitable[CancelOnDisconnect]]
 
@@ -40,9 +41,11 @@ async def cancel_ctx(connection: HTTPConnection) -> CancelOnDisconnect:
 
     If the route is a [`CancellableRoute`][fastapi_hangup.CancellableRoute] (or the endpoint is
     ``@cancellable``), the dependency returns that entry point's context: one request has one
-    context. Where an app-wide ``dependencies=[Depends(cancel_ctx)]`` reaches more than endpoints,
-    on websocket routes and the files of ``app.frontend()``, it steps aside: the context it gives
-    there is never cancelled.
+    context. On a websocket route, a ``ctx: CancelCtx`` parameter guards the session (see
+    [Websockets](websockets.md)). Where an app-wide ``dependencies=[Depends(cancel_ctx)]``
+    reaches more than HTTP endpoints, on websocket routes (unless made with
+    ``cancel_ctx_with(websockets=True)``) and the files of ``app.frontend()``, it steps aside:
+    the context it gives there is never cancelled.
 
     Raises:
         RuntimeError: outside a FastAPI route (for example, called by hand).
@@ -56,6 +59,7 @@ def cancel_ctx_with(
     grace: float = 0.0,
     deadline_header: str | bool | None = None,
     callback_timeout: float = 5.0,
+    websockets: bool = False,
 ) -> Dependency:
     """Return a ``cancel_ctx`` dependency with settings of its own.
 
@@ -74,6 +78,9 @@ def cancel_ctx_with(
             name of your own with the same format. A client can only shorten the budget;
             a malformed value is ignored.
         callback_timeout: the default time limit of ``on_cancel`` callbacks.
+        websockets: guard websocket routes too where the dependency is not a parameter:
+            ``FastAPI(dependencies=[Depends(cancel_ctx_with(websockets=True))])`` (or a
+            router's). A ``ctx: CancelCtx`` parameter guards its websocket route anyway.
 
     Raises:
         ValueError: for a setting out of range, when the route is defined.
@@ -84,16 +91,18 @@ def cancel_ctx_with(
         deadline_header=deadline_header,
         callback_timeout=callback_timeout,
     )
-    return dependency_for(options)
+    return dependency_for(options, websockets=websockets)
 
 
-def dependency_for(options: CancelOptions, methods: frozenset[str] | None = None) -> Dependency:
+def dependency_for(
+    options: CancelOptions, methods: frozenset[str] | None = None, *, websockets: bool = False
+) -> Dependency:
     """The ``cancel_ctx`` dependency for already-checked settings.
 
     With ``methods``, requests of other methods are not guarded (``@cancellable(methods=...)``
     on a sync endpoint); they get a context that is never cancelled.
     """
-    if options == DEFAULTS and methods is None:
+    if options == DEFAULTS and methods is None and not websockets:
         return cancel_ctx
 
     async def cancel_ctx_configured(connection: HTTPConnection) -> CancelOnDisconnect:
@@ -103,6 +112,8 @@ def dependency_for(options: CancelOptions, methods: frozenset[str] | None = None
         return _open(connection, options)
 
     setattr(cancel_ctx_configured, DEPENDENCY_MARK, True)
+    if websockets:
+        setattr(cancel_ctx_configured, WEBSOCKETS_MARK, True)
     return cancel_ctx_configured
 
 
@@ -117,8 +128,10 @@ def _open(connection: HTTPConnection, options: CancelOptions) -> CancelOnDisconn
             "cancel_ctx must be solved by FastAPI for a route: declare it as "
             "`ctx: CancelCtx` or `Depends(cancel_ctx)` in a path operation, not call it yourself."
         )
-    if scope["type"] != "http" or not runs_an_endpoint(scope):
-        return _inert(connection)  # a websocket, or app.frontend()'s files: nothing to stop
+    if scope["type"] == "websocket":
+        return open_session(cast(WebSocket, connection), options, stacks)
+    if not runs_an_endpoint(scope):
+        return _inert(connection)  # app.frontend()'s files: nothing to stop
     request_stack, function_stack = stacks
     request = cast(Request, connection)
     guard = guard_request(request, options)

@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from fastapi.telemetry._api import _RequestTelemetry
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.types import ExceptionHandler, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 
 def exit_stacks(scope: Scope) -> tuple[AsyncExitStack, AsyncExitStack] | None:
@@ -62,6 +63,21 @@ def route_receive(request: Request, receive: Receive) -> None:
     setter; the route class avoids this by wrapping ``receive`` at ASGI level.
     """
     request._receive = receive
+
+
+def websocket_channels(websocket: WebSocket) -> tuple[Receive, Send]:
+    """The raw ``receive`` and ``send`` a ``WebSocket`` reads and writes through.
+
+    Starlette keeps them as the private ``_receive`` and ``_send`` (``starlette/websockets.py``)
+    and FastAPI hands the one ``WebSocket`` to dependencies and the endpoint.
+    """
+    return websocket._receive, websocket._send
+
+
+def route_websocket(websocket: WebSocket, receive: Receive, send: Send) -> None:
+    """Make ``websocket`` read through ``receive`` and write through ``send`` from now on."""
+    websocket._receive = receive
+    websocket._send = send
 
 
 def body_read(request: Request) -> bool:

@@ -45,7 +45,8 @@ class StoppedRequest:
     status_code: int | None
     """``499`` after a hang-up (nginx's *Client Closed Request*: nothing was sent, nobody
     was there to read it), ``504`` after a deadline (the client got it), ``None`` when the
-    server cancelled the request from outside."""
+    server cancelled the request from outside, and for a websocket session (see
+    ``close_code``)."""
     work_seconds: float
     """How long the work ran, from the guard's start until it had stopped and unwound
     (a shielded block and ``on_cancel`` callbacks included)."""
@@ -56,6 +57,11 @@ class StoppedRequest:
     """The ``x-request-id`` header, when the request has one."""
     trace_id: str | None
     """The OpenTelemetry trace id (32 hex digits), when a span is current."""
+    close_code: int | None = None
+    """On a websocket session the client closed: its close code (``1005`` for a close frame
+    without one, ``1006`` for a connection dropped without a close frame, as the server
+    reports it). ``None`` for HTTP requests. A websocket session has no HTTP status to
+    report: its ``status_code`` is ``None`` and its ``method`` is ``"WEBSOCKET"``."""
 
 
 OnStop = Callable[[StoppedRequest], object]
@@ -77,6 +83,7 @@ def report(
     work: float,
     hang_up: float | None,
     latency: float | None,
+    close_code: int | None = None,
 ) -> StoppedRequest:
     """Log, hook, annotate the span and count one stopped request; return what was reported.
 
@@ -86,7 +93,7 @@ def report(
     telemetry = request_telemetry(scope)
     span = telemetry.span if telemetry is not None else None
     stopped = StoppedRequest(
-        method=scope.get("method", "?"),
+        method=scope.get("method") or ("WEBSOCKET" if scope["type"] == "websocket" else "?"),
         route=route_template(scope, telemetry),
         path=scope.get("path", "?"),
         cause=cause,
@@ -95,6 +102,7 @@ def report(
         latency_seconds=latency,
         request_id=_header(scope, b"x-request-id"),
         trace_id=_trace_id(span),
+        close_code=close_code,
     )
     _log(stopped, hang_up)
     if telemetry is not None:
@@ -113,7 +121,9 @@ def _log(stopped: StoppedRequest, hang_up: float | None) -> None:
     route = stopped.route or stopped.path
     work_ms = stopped.work_seconds * 1000
     latency = stopped.latency_seconds
-    if stopped.status_code is None:
+    if stopped.close_code is not None:
+        outcome = f"closed by the client ({stopped.close_code})"
+    elif stopped.status_code is None:
         outcome = "cancelled by the server"
     else:
         outcome = f"{stopped.status_code} {_REASONS[stopped.status_code]}"
@@ -130,6 +140,7 @@ def _log(stopped: StoppedRequest, hang_up: float | None) -> None:
             "route": route,
             "path": stopped.path,
             "status_code": stopped.status_code,
+            "close_code": stopped.close_code,
             "cause": stopped.cause.value,
             "work_ms": work_ms,
             "hang_up_ms": None if hang_up is None else hang_up * 1000,
@@ -157,6 +168,8 @@ def _annotate(telemetry: Any, stopped: StoppedRequest) -> None:
         attributes["http.response.status_code"] = stopped.status_code
     if stopped.latency_seconds is not None:
         attributes["fastapi_hangup.stop.latency"] = stopped.latency_seconds
+    if stopped.close_code is not None:
+        attributes["fastapi_hangup.websocket.close_code"] = stopped.close_code
     span.set_attributes(attributes)
 
 

@@ -17,3 +17,12 @@ async def test_every_benchmark_variant_answers(variant: str, anyio_backend: str)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
         response = await client.get("/")
     assert (response.status_code, response.json()) == (200, {"ok": True})
+
+
+def test_the_websocket_benchmark_measures_both_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import websocket
+
+    websocket.main(["--messages", "50", "--closes", "3"])
+
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[2:]] == ["| asyncio", "| trio"]

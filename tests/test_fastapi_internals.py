@@ -12,14 +12,16 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import HTTPConnection
 from starlette.types import Message
 
 from fastapi_hangup import ClientDisconnected, _fastapi
 from fastapi_hangup._backend import is_innermost
 from fastapi_hangup._quiet import QUIET_HANDLER
 from tests._asgi import BODY_END, DISCONNECT, RecordingSend, ScriptedReceive, http_scope
+from tests.test_websocket_routes import websocket_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -213,3 +215,33 @@ def test_each_router_counts_the_routes_and_routers_added_to_it() -> None:
     assert len(set(stamps)) == 4
     (entry,) = [r for r in app.router.routes if _fastapi.included_router(r) is not None]
     assert _fastapi.included_router(entry) is items
+
+
+async def test_one_websocket_reads_and_writes_through_its_private_channels() -> None:
+    app = FastAPI()
+    seen: list[object] = []
+    log: list[Message] = []
+
+    async def swap(connection: HTTPConnection) -> None:
+        assert isinstance(connection, WebSocket)
+        receive, send = _fastapi.websocket_channels(connection)
+
+        async def logged_send(message: Message) -> None:
+            log.append(message)
+            await send(message)
+
+        _fastapi.route_websocket(connection, receive, logged_send)
+        seen.append(connection)
+
+    @app.websocket("/ws")
+    async def endpoint(websocket: WebSocket, _: None = Depends(swap)) -> None:
+        seen.append(websocket)
+        await websocket.accept()
+        await websocket.close()
+
+    receive = ScriptedReceive([{"type": "websocket.connect"}])
+    with anyio.fail_after(5):
+        await app(websocket_scope("/ws"), receive, RecordingSend())
+
+    assert seen[0] is seen[1]  # the dependency and the endpoint share one WebSocket
+    assert [m["type"] for m in log] == ["websocket.accept", "websocket.close"]

@@ -32,6 +32,7 @@ def test_all_is_the_exact_public_api() -> None:
         "ForwardDeadline",
         "OnStop",
         "StoppedRequest",
+        "WorkScope",
         "add_cancellation",
         "cancel_ctx",
         "cancel_ctx_with",
@@ -77,4 +78,5 @@ def test_context_offers_handlers_only_what_they_call() -> None:
         "run_sync",
         "scope",
         "shield",
+        "work",
     ]

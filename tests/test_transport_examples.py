@@ -21,6 +21,7 @@ EXPECTED = {
     "testing_side_by_side.py::test_summary_stops": 2,
     "testing_side_by_side.py::test_summary_stops_with_hang_up_client": 2,
     "testing_streaming.py::test_the_export_stops_when_the_reader_leaves": 2,
+    "testing_websocket.py::test_the_generation_stops_when_the_tab_closes": 2,
     "testing_without_plugin.py::test_summary_stops_with_a_hand_made_client": 2,
 }
 

@@ -1,4 +1,4 @@
-"""Websocket routes are not guarded: an app-wide ``Depends(cancel_ctx)`` steps aside there."""
+"""Websocket routes that did not ask: an app-wide ``Depends(cancel_ctx)`` steps aside there."""
 
 from __future__ import annotations
 
@@ -53,18 +53,21 @@ async def test_app_wide_dependency_leaves_websocket_routes_working() -> None:
     assert send.messages[1]["text"] == "HELLO"
 
 
-async def test_context_on_a_websocket_route_is_never_cancelled_and_says_why() -> None:
-    app = FastAPI()
+async def test_a_context_an_app_wide_dependency_got_is_never_cancelled_and_says_why() -> None:
     seen: list[object] = []
 
-    @app.websocket("/ws")
-    async def echo(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def audit(ctx: CancelCtx) -> None:  # meant for the HTTP routes
         seen.append(ctx.is_cancelled)
         try:
             _ = ctx.scope
         except RuntimeError as error:
             seen.append(str(error))
+
+    app = FastAPI(dependencies=[Depends(audit)])
+
+    @app.websocket("/ws")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
         await websocket.close()
 
     await talk(app, "hello")
@@ -72,4 +75,4 @@ async def test_context_on_a_websocket_route_is_never_cancelled_and_says_why() ->
     assert seen[0] is False
     assert isinstance(seen[1], str)
     assert "websocket route" in seen[1]
-    assert "WebSocketDisconnect" in seen[1]  # what to use instead
+    assert "ctx: CancelCtx" in seen[1]  # how to ask for a guarded session

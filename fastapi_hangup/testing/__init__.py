@@ -13,6 +13,8 @@ mid-request. [`HangUpTransport`][fastapi_hangup.testing.HangUpTransport] makes a
 
 [`HangUpClient`][fastapi_hangup.testing.HangUpClient] does the same in one call, with hang-ups only
 the server side can time (after N body chunks, once the work has started).
+[`HangUpWebSocket`][fastapi_hangup.testing.HangUpWebSocket] talks to a websocket endpoint and
+closes (or drops) the connection while the endpoint works.
 """
 
 from fastapi_hangup.testing import _exchange
@@ -20,12 +22,15 @@ from fastapi_hangup.testing._client import HangUpClient
 from fastapi_hangup.testing._lifespan import LifespanFailed
 from fastapi_hangup.testing._result import RequestResult, assert_cancelled, assert_not_cancelled
 from fastapi_hangup.testing._transport import HangUpTransport
+from fastapi_hangup.testing._websocket import HangUpWebSocket, WebSocketResult
 
 __all__ = [
     "HangUpClient",
     "HangUpTransport",
+    "HangUpWebSocket",
     "LifespanFailed",
     "RequestResult",
+    "WebSocketResult",
     "assert_cancelled",
     "assert_not_cancelled",
 ]

@@ -121,6 +121,40 @@ H2C_SERVERS = (
     Server("granian-h2c", GRANIAN.argv, GRANIAN.needs),
 )
 
+#: The websocket configurations, each with the shortest ping interval and timeout its command
+#: line takes (uvicorn, daphne), so a client gone silent is noticed within about a second.
+#: hypercorn has a ping interval but no timeout; granian has neither for websockets.
+_UVICORN_PINGS = "--ws-ping-interval 0.5 --ws-ping-timeout 0.5"
+UVICORN_WEBSOCKETS = Server(
+    "uvicorn-websockets",
+    f"{_UVICORN} --http httptools --loop uvloop --ws websockets {_UVICORN_PINGS}",
+    ("httptools", "uvloop", "websockets"),
+)
+UVICORN_WSPROTO = Server(
+    "uvicorn-wsproto",
+    f"{_UVICORN} --http h11 --loop asyncio --ws wsproto {_UVICORN_PINGS}",
+    ("h11", "wsproto"),
+)
+UVICORN_WEBSOCKETS_SANSIO = Server(
+    "uvicorn-websockets-sansio",
+    f"{_UVICORN} --http httptools --loop uvloop --ws websockets-sansio {_UVICORN_PINGS}",
+    ("httptools", "uvloop", "websockets"),
+)
+_HYPERCORN_PINGS = "--websocket-ping-interval 1"  # whole seconds only
+WEBSOCKET_SERVERS = (
+    UVICORN_WEBSOCKETS,
+    UVICORN_WSPROTO,
+    Server("hypercorn-asyncio-ws", f"{_HYPERCORN} -k asyncio {_HYPERCORN_PINGS}"),
+    Server("hypercorn-trio-ws", f"{_HYPERCORN} -k trio {_HYPERCORN_PINGS}", ("trio",)),
+    Server("granian-ws", _GRANIAN, ("granian",)),
+    Server(
+        "daphne-ws",
+        "{bin}/daphne -b {host} -p {port} --ping-interval 1 --ping-timeout 1 {app}",
+        ("daphne",),
+    ),
+    UVICORN_WEBSOCKETS_SANSIO,
+)
+
 #: Every server above by name.
 ALL_SERVERS = {server.name: server for server in (*SERVERS, *H2C_SERVERS)}
 
