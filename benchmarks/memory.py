@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -32,22 +33,38 @@ async def _measure(variants: list[str], requests: int, rounds: int) -> dict[str,
     from benchmarks.inprocess import asgi_request
 
     release = asyncio.Event()
+    working = [0]
 
     async def held() -> dict[str, bool]:
+        working[0] += 1
         await release.wait()
         return {"ok": True}
 
     apps = {v: build(v, held) for v in variants}
     scope, receive, send = asgi_request()
     loop = asyncio.get_running_loop()
+    watchers: dict[Any, float] = {}  # tasks besides the request's own, per request
 
     async def one_round(app: Any) -> float:
         release.clear()
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
+        working[0] = 0
         tasks = [loop.create_task(app(dict(scope), receive, send)) for _ in range(requests)]
-        await asyncio.sleep(0.05)  # every request in its work, every watcher armed (1 ms)
+        # Every request in its work, then every watcher armed (1 to 2 ms later). Slept in
+        # steps, by the wall clock: under tracemalloc, starting the requests alone can take
+        # longer than any one sleep, which would then end before a watcher starts.
+        for _ in range(10_000):
+            if working[0] == requests:
+                break
+            await asyncio.sleep(0.001)
+        started = time.monotonic()
+        for _ in range(100):
+            await asyncio.sleep(0.002)
+            if time.monotonic() - started > 0.02:
+                break
         during = tracemalloc.get_traced_memory()[0]
+        watchers[app] = (len(asyncio.all_tasks()) - 1 - requests) / requests
         release.set()
         await asyncio.gather(*tasks)
         return (during - before) / requests / 1024
@@ -59,7 +76,7 @@ async def _measure(variants: list[str], requests: int, rounds: int) -> dict[str,
     for _ in range(rounds):
         for variant, app in apps.items():
             results[variant].append(await one_round(app))
-    return results
+    return {v: [*results[v], watchers[app]] for v, app in apps.items()}
 
 
 def main() -> None:
@@ -91,13 +108,13 @@ def main() -> None:
         text=True,
         check=True,
     ).stdout
-    results: dict[str, list[float]] = json.loads(out)
-    base = statistics.median(results["plain"])
-    print(f"{'variant':<32}{'KiB/request':>12}{'over plain':>12}   rounds")
-    for variant, samples in results.items():
+    results: dict[str, list[float]] = json.loads(out)  # the rounds, then tasks per request
+    base = statistics.median(results["plain"][:-1])
+    print(f"{'variant':<32}{'KiB/request':>12}{'over plain':>12}{'tasks':>7}   rounds")
+    for variant, (*samples, tasks) in results.items():
         med = statistics.median(samples)
         shown = " ".join(f"{s:.2f}" for s in samples)
-        print(f"{variant:<32}{med:>12.2f}{med - base:>+12.2f}   {shown}")
+        print(f"{variant:<32}{med:>12.2f}{med - base:>+12.2f}{tasks:>7.2f}   {shown}")
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def arm_later(callback: Callable[[], None]) -> None:
     trio has no timers outside tasks: there ``callback`` runs once the current task next
     yields to the scheduler.
     """
-    loop = _running_loop()
-    if loop is None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no asyncio loop in this thread: we run on trio
         import trio
 
         trio.lowlevel.current_trio_token().run_sync_soon(callback)
@@ -217,11 +218,16 @@ def guard_scope() -> anyio.CancelScope:
     One scope rather than a plain one with a one-delivery scope inside: each anyio scope
     costs a request ~3 µs.
     """
+    global _once_class
+    if _once_class is not None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return new_cancel_scope()  # trio's
+        return _once_class()
     if _running_loop() is None:
         return new_cancel_scope()
-    global _once_class
-    if _once_class is None:
-        _once_class = _make_once_class()
+    _once_class = _make_once_class()
     return _once_class()
 
 

@@ -1,8 +1,9 @@
 """The per-request context object that handlers receive: only what handlers call.
 
 The request's lifecycle (the watcher, the clocks, entering and leaving the cancel scope, the
-log record) lives in ``fastapi_hangup._guard.RequestGuard``, which owns one of these and
-is the only writer of its state, as trio's ``CancelStatus`` is of its ``CancelScope``.
+log record) lives in ``fastapi_hangup._guard.RequestGuard``. The guard is a
+``fastapi_hangup._state.WorkState``, which a context only reads, as trio's ``CancelScope``
+reads its ``CancelStatus``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
 
 if TYPE_CHECKING:
+    from fastapi_hangup._state import WorkState
     from fastapi_hangup._websocket import WorkScope
 
 T = TypeVar("T")
@@ -59,37 +61,10 @@ class CancelOnDisconnect:
     for ``Depends(CancelOnDisconnect)``, and the error says what to write instead.
     """
 
-    __slots__ = (
-        "_budget",
-        "_callback_timeout",
-        "_callbacks",
-        "_cancel_scope",
-        "_cause",
-        "_deadline",
-        "_deadline_raised",
-        "_finished",
-        "_inert",
-        "_loop_thread",
-        "_path",
-        "_working",
-    )
+    __slots__ = ("_state",)
 
-    def __init__(
-        self, cancel_scope: anyio.CancelScope, *, path: str, callback_timeout: float
-    ) -> None:
-        # Written only by the request's guard (and _deadline_raised by check()).
-        self._cancel_scope = cancel_scope
-        self._path = path
-        self._callback_timeout = callback_timeout
-        self._callbacks: list[CallbackHandle] | None = None
-        self._cause: CancelCause | None = None
-        self._working = True
-        self._finished = False
-        self._budget: float | None = None
-        self._deadline: float | None = None
-        self._deadline_raised = False
-        self._inert = False  # a context that guards nothing (on a websocket route)
-        self._loop_thread = threading.get_ident()
+    def __init__(self, state: WorkState) -> None:
+        self._state = state  # the guard's: it writes, the context reads
 
     __signature__ = _NoSignature()
 
@@ -100,8 +75,8 @@ class CancelOnDisconnect:
 
     def __repr__(self) -> str:
         cause = self.cause
-        state = cause.value if cause else "finished" if self._finished else "active"
-        return f"<CancelOnDisconnect {state} {self._path!r}>"
+        state = cause.value if cause else "finished" if self._state.finished else "active"
+        return f"<CancelOnDisconnect {state} {self._state.asgi_scope.get('path', '?')!r}>"
 
     @property
     def cause(self) -> CancelCause | None:
@@ -110,15 +85,16 @@ class CancelOnDisconnect:
         Safe to read from any thread. A passed deadline shows here at once, even before the
         event loop has delivered the cancellation.
         """
-        deadline = self._deadline
+        state = self._state
+        deadline = state.deadline
         if (
-            self._cause is None
-            and self._working
+            state.cause is None
+            and state.working
             and deadline is not None
             and (time.monotonic() >= deadline or self._timer_fired())
         ):
             return CancelCause.DEADLINE_EXCEEDED
-        return self._cause
+        return state.cause
 
     @property
     def is_cancelled(self) -> bool:
@@ -141,21 +117,22 @@ class CancelOnDisconnect:
             RuntimeError: if the request is over or you are in a worker thread.
         """
         self._check_usable("scope")
-        return self._cancel_scope
+        return self._state.cancel_scope
 
     @property
     def deadline(self) -> float | None:
         """When the request's time budget runs out, in ``time.monotonic()`` seconds, or ``None``."""
-        return self._deadline
+        return self._state.deadline
 
     def remaining(self) -> float:
         """Seconds left of the time budget (``math.inf`` without one, never below zero).
 
         Pass it on to downstream calls, e.g. ``httpx.get(url, timeout=ctx.remaining())``.
         """
-        if self._deadline is None:
+        deadline = self._state.deadline
+        if deadline is None:
             return math.inf
-        return max(0.0, self._deadline - time.monotonic())
+        return max(0.0, deadline - time.monotonic())
 
     def check(self) -> None:
         """Raise if the work was cancelled; call it between steps of a sync endpoint.
@@ -168,8 +145,8 @@ class CancelOnDisconnect:
         """
         cause = self.cause
         if cause is CancelCause.DEADLINE_EXCEEDED:
-            self._deadline_raised = True  # the request ends with the 504, even if caught
-            raise DeadlineExceeded(self._budget or 0.0)
+            self._state.deadline_raised = True  # the request ends with the 504, even if caught
+            raise DeadlineExceeded(self._state.budget or 0.0)
         if cause is not None:
             raise ClientDisconnected()
 
@@ -213,14 +190,15 @@ class CancelOnDisconnect:
         Raises:
             ValueError: for a timeout that is not a positive number of seconds.
         """
+        state = self._state
         if timeout is None:
-            timeout = self._callback_timeout
+            timeout = state.options.callback_timeout
         elif not (0 < timeout < math.inf):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         handle = CallbackHandle(callback, timeout)
-        if self._callbacks is None:
-            self._callbacks = []
-        self._callbacks.append(handle)
+        if state.callbacks is None:
+            state.callbacks = []
+        state.callbacks.append(handle)
         return handle
 
     async def run_sync(self, func: Callable[..., T], *args: Any, abandon: bool = False) -> T:
@@ -265,10 +243,12 @@ class CancelOnDisconnect:
     def _timer_fired(self) -> bool:
         # The scope's own timer may fire first (uvloop runs timers up to ~0.1 ms early), but
         # only the event loop's thread may ask it (trio reads its clock to answer).
-        return threading.get_ident() == self._loop_thread and cancel_was_called(self._cancel_scope)
+        state = self._state
+        return threading.get_ident() == state.loop_thread and cancel_was_called(state.cancel_scope)
 
     def _check_usable(self, what: str) -> None:
-        if self._inert:
+        state = self._state
+        if state.inert:
             raise RuntimeError(
                 f"ctx.{what} was used on a websocket route that is not guarded: a "
                 "`Depends(cancel_ctx)` among an app's or router's dependencies steps aside "
@@ -277,13 +257,13 @@ class CancelOnDisconnect:
                 "`cancel_ctx_with(websockets=True)`); without, the endpoint learns that its "
                 "client left from WebSocketDisconnect, raised by websocket.receive_*()."
             )
-        if self._finished:
+        if state.finished:
             raise RuntimeError(
                 f"ctx.{what} was used after its request ended. The context belongs to one "
                 "request; for work that outlives it (a background task) use "
                 "`anyio.CancelScope(shield=True)` or no scope at all."
             )
-        if threading.get_ident() != self._loop_thread:
+        if threading.get_ident() != state.loop_thread:
             raise RuntimeError(
                 f"ctx.{what} was used from a worker thread. Cancel scopes live on the event "
                 "loop; in a sync endpoint read `ctx.is_cancelled` (or call `ctx.check()`) "

@@ -19,7 +19,7 @@ from fastapi_hangup._fastapi import (
     is_generator_callable,
     request_send,
 )
-from fastapi_hangup._guard import SCOPE_KEY, RequestGuard, guard_request
+from fastapi_hangup._guard import SCOPE_KEY, RequestGuard
 from fastapi_hangup._openapi import with_note
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import (
@@ -149,15 +149,16 @@ def _endpoint_wrapper(
     func: Callable[..., Awaitable[T]], policy: CancelPolicy
 ) -> Callable[..., Awaitable[T]]:
     own = _request_param(func)
+    methods = policy.methods
 
     async def endpoint(*args: Any, **kwargs: Any) -> T:
         request: Request | None = kwargs.get(own) if own else kwargs.pop(_REQUEST_PARAM, None)
-        if request is None or not _wanted(policy, request):
+        if request is None or (methods is not None and request.method not in methods):
             return await func(*args, **kwargs)  # called directly, or a method not guarded
         scope = request.scope
         if scope.get(SCOPE_KEY) is not None:  # the route class or the dependency guards it
             return await func(*args, **kwargs)
-        guard = guard_request(request, policy.options)
+        guard = RequestGuard(scope, request.receive, policy.options, request)
         try:
             return await guard.run(func, *args, **kwargs)
         except (ClientDisconnected, DeadlineExceeded) as error:
@@ -204,10 +205,6 @@ def _streaming_wrapper(func: Callable[..., T], policy: CancelPolicy) -> Callable
         return func(*args, **kwargs)
 
     return endpoint
-
-
-def _wanted(policy: CancelPolicy, request: Request) -> bool:
-    return policy.methods is None or request.method in policy.methods
 
 
 def _request_parameter() -> inspect.Parameter:

@@ -9,14 +9,15 @@ from typing import Annotated, cast
 from fastapi import Depends, Request, WebSocket
 from starlette.requests import HTTPConnection
 
-from fastapi_hangup._backend import is_innermost, new_cancel_scope
+from fastapi_hangup._backend import is_innermost
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected
 from fastapi_hangup._fastapi import exit_stacks, request_send, runs_an_endpoint
-from fastapi_hangup._guard import RequestGuard, current_guard, guard_request
+from fastapi_hangup._guard import RequestGuard, current_guard
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import DEPENDENCY_MARK
 from fastapi_hangup._quiet import answer_middleware
+from fastapi_hangup._state import inert_context
 from fastapi_hangup._ws_entry import WEBSOCKETS_MARK, open_session
 
 Dependency = Callable[[HTTPConnection], Awaitable[CancelOnDisconnect]]
@@ -108,7 +109,7 @@ def dependency_for(
     async def cancel_ctx_configured(connection: HTTPConnection) -> CancelOnDisconnect:
         if methods is not None and connection.scope.get("method") not in methods:
             existing = current_guard(connection.scope)
-            return existing.ctx if existing is not None else _inert(connection)
+            return existing.ctx if existing is not None else inert_context(connection.scope)
         return _open(connection, options)
 
     setattr(cancel_ctx_configured, DEPENDENCY_MARK, True)
@@ -131,14 +132,14 @@ def _open(connection: HTTPConnection, options: CancelOptions) -> CancelOnDisconn
     if scope["type"] == "websocket":
         return open_session(cast(WebSocket, connection), options, stacks)
     if not runs_an_endpoint(scope):
-        return _inert(connection)  # app.frontend()'s files: nothing to stop
+        return inert_context(scope)  # app.frontend()'s files: nothing to stop
     request_stack, function_stack = stacks
     request = cast(Request, connection)
-    guard = guard_request(request, options)
-    ctx = guard.enter()
+    guard = RequestGuard(scope, request.receive, options, request)
+    guard.enter()
     request_stack.push_async_exit(_RequestExit(guard, request))
     function_stack.push_async_exit(_FunctionExit(guard, request))
-    return ctx
+    return guard.ctx
 
 
 class _Exit:
@@ -175,7 +176,7 @@ class _FunctionExit(_Exit):
     ) -> bool:
         guard = self._guard
         guard.end_work()
-        if is_innermost(guard.ctx._cancel_scope):
+        if is_innermost(guard.cancel_scope):
             return await _leave(guard, self._request, exc)
         if exc is None and guard.hung_up:
             # The client left, but the endpoint finished without another await: there is
@@ -196,8 +197,10 @@ class _RequestExit(_Exit):
         tb: TracebackType | None,
     ) -> bool:
         guard = self._guard
-        if not guard.exited:
+        if not guard.finished:
             return await _leave(guard, self._request, exc)
+        if exc is None:
+            return False
         ending = guard.unwrapped(exc)
         if ending is not None:
             raise ending  # a yield dependency's task group wrapped it: handlers see it again
@@ -212,15 +215,6 @@ async def _leave(guard: RequestGuard, request: Request, exc: BaseException | Non
     if isinstance(error, ClientDisconnected):
         await answer_middleware(request.scope, request.receive, request_send(request))
     raise error from None
-
-
-def _inert(connection: HTTPConnection) -> CancelOnDisconnect:
-    ctx = CancelOnDisconnect(
-        new_cancel_scope(), path=connection.scope.get("path", "?"), callback_timeout=5.0
-    )
-    ctx._working = False
-    ctx._inert = True
-    return ctx
 
 
 setattr(cancel_ctx, DEPENDENCY_MARK, True)

@@ -54,15 +54,34 @@ def runs_an_endpoint(scope: Scope) -> bool:
     return isinstance(scope.get("route"), APIRoute)
 
 
-def route_receive(request: Request, receive: Receive) -> None:
-    """Make every reader of ``request`` (``body()``, ``stream()``, ``form()``, body params,
-    ``is_disconnected()``) go through ``receive``.
+def adopt_request(
+    request: Request, receive: Receive, exc_class: type[Exception], handler: ExceptionHandler
+) -> bool:
+    """Hand ``request`` to a guard; return whether its body was read before.
 
-    FastAPI hands one ``Request`` to body parsing, dependencies and the endpoint; Starlette
-    reads it through the private ``_receive`` (``starlette/requests.py``). There is no public
-    setter; the route class avoids this by wrapping ``receive`` at ASGI level.
+    One call for three internals, as the dependency and the decorator make it per request:
+
+    - Every reader of ``request`` (``body()``, ``stream()``, ``form()``, body params,
+      ``is_disconnected()``) goes through ``receive`` from now on. FastAPI hands one
+      ``Request`` to body parsing, dependencies and the endpoint; Starlette reads it through
+      the private ``_receive`` (``starlette/requests.py``), which has no public setter. (The
+      route class needs none of this: it wraps ``receive`` at ASGI level.)
+    - ``handler`` handles ``exc_class`` unless the app has a handler for it. Starlette's
+      ``ExceptionMiddleware`` publishes its own handler dict as the first element of
+      ``scope["starlette.exception_handlers"]`` and looks handlers up there; the app's public
+      ``add_exception_handler`` no longer reaches it once the middleware stack is built (on
+      the first request). The fallback for apps that never called
+      ``fastapi_hangup.document_cancellation(app)``, which registers it the public way.
+    - Whether the body was read: FastAPI reads body parameters before it solves
+      dependencies. Starlette caches a read body as ``_body`` and marks a consumed stream
+      with ``_stream_consumed``.
     """
+    read = hasattr(request, "_body") or bool(getattr(request, "_stream_consumed", False))
     request._receive = receive
+    handlers = request.scope.get("starlette.exception_handlers")
+    if handlers is not None:
+        handlers[0].setdefault(exc_class, handler)
+    return read
 
 
 def websocket_channels(websocket: WebSocket) -> tuple[Receive, Send]:
@@ -78,15 +97,6 @@ def route_websocket(websocket: WebSocket, receive: Receive, send: Send) -> None:
     """Make ``websocket`` read through ``receive`` and write through ``send`` from now on."""
     websocket._receive = receive
     websocket._send = send
-
-
-def body_read(request: Request) -> bool:
-    """Whether ``request``'s body has been read (FastAPI reads body parameters first).
-
-    Starlette caches a read body as ``_body`` and marks a consumed stream with
-    ``_stream_consumed`` (``starlette/requests.py``).
-    """
-    return hasattr(request, "_body") or bool(getattr(request, "_stream_consumed", False))
 
 
 def request_send(request: Request) -> Send:
@@ -107,20 +117,6 @@ def is_disconnect_probe() -> bool:
     ``-inf``, which no ordinary reader's is.
     """
     return anyio.current_effective_deadline() == -math.inf
-
-
-def add_handler_late(scope: Scope, exc_class: type[Exception], handler: ExceptionHandler) -> None:
-    """Register ``handler`` in the app's running exception-handler table, unless one is there.
-
-    Starlette's ``ExceptionMiddleware`` publishes its own handler dict as the first element of
-    ``scope["starlette.exception_handlers"]`` and looks handlers up there; the app's public
-    ``add_exception_handler`` no longer reaches it once the middleware stack is built (on the
-    first request). The fallback for apps that never called
-    ``fastapi_hangup.document_cancellation(app)``, which registers it the public way.
-    """
-    handlers = scope.get("starlette.exception_handlers")
-    if handlers is not None:
-        handlers[0].setdefault(exc_class, handler)
 
 
 def behind_base_http_middleware(scope: Scope) -> bool:

@@ -1,10 +1,13 @@
 """``RequestGuard``: one guarded request's lifecycle, used by every entry point the same way.
 
 The dependency, the decorator and the route class each make (or find) the request's one
-guard and run the work inside it as an async context manager::
+guard and run the work inside it, the same way::
 
     async with RequestGuard(scope, receive, options) as ctx:
         ...  # the work; readers of the request go through guard.receive
+
+(``guard.run(call, ...)`` is that ``async with`` around one call, minus its coroutines; the
+dependency calls ``enter()`` and ``leave()`` from FastAPI's exit stacks.)
 
 On the way in it publishes itself in the ASGI scope (so entry points that meet later share
 it), starts the clocks and enters the cancel scope; the watcher is armed lazily, a moment
@@ -35,10 +38,11 @@ from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
-from fastapi_hangup._fastapi import add_handler_late, body_read, route_receive
+from fastapi_hangup._fastapi import adopt_request
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._quiet import QUIET_HANDLER
 from fastapi_hangup._report import report
+from fastapi_hangup._state import WorkState
 
 #: Where the one guard of a request lives in the ASGI scope, so every entry point shares it.
 SCOPE_KEY = "fastapi_hangup.guard"
@@ -63,47 +67,29 @@ def current_guard(scope: Scope) -> RequestGuard | None:
     return cast("RequestGuard | None", scope.get(SCOPE_KEY))
 
 
-def guard_request(request: Request, options: CancelOptions) -> RequestGuard:
-    """A guard for a request that FastAPI already reads (the dependency, the decorator).
-
-    Every reader of the request (``request.body()``, ``.stream()``, ``.form()``,
-    ``is_disconnected()``) goes through the guard from then on, so the watcher can never
-    steal a body message; and the quiet handler is in place for the ending error.
-    """
-    scope = request.scope
-    guard = RequestGuard(scope, request.receive, options, body_read=body_read(request))
-    route_receive(request, guard.receive)
-    add_handler_late(scope, ClientDisconnected, QUIET_HANDLER)
-    return guard
-
-
-class RequestGuard:
-    """Owns a guarded request: its context, watcher, clocks, callbacks and log record.
+class RequestGuard(WorkState):
+    """Owns a guarded request: its state, watcher, clocks, callbacks and log record.
 
     Args:
         scope: the request's ASGI scope.
         receive: the raw ASGI ``receive``; once the work runs, read through ``receive``.
         options: the route's settings (deadline, grace, ...).
-        covers_response: whether the guard also covers the response body (the route class),
-            not only the work.
-        body_read: whether the request body was read before the guard existed (body
-            parameters are, before dependencies are solved).
+        request: the ``Request`` FastAPI reads, when the guard is made inside it (the
+            dependency, the decorator). Every reader of it (``request.body()``,
+            ``.stream()``, ``.form()``, ``is_disconnected()``) goes through the guard from
+            then on, so the watcher can never steal a body message; and the quiet handler
+            is in place for the ending error. Without one, the guard is made around the
+            route (the route class): it sees the raw ``receive`` and ``send``, and covers
+            the response body too, not only the work.
     """
 
     __slots__ = (
         "_arbiter",
-        "_asgi_scope",
         "_body_read",
         "_deadline_hit",
         "_ending_id",
-        "_exited",
-        "_hung_up_at",
         "_loop_deadline",
-        "_options",
         "_raw_receive",
-        "_started_at",
-        "covers_response",
-        "ctx",
     )
 
     def __init__(
@@ -111,26 +97,18 @@ class RequestGuard:
         scope: Scope,
         receive: Receive,
         options: CancelOptions = DEFAULTS,
-        *,
-        covers_response: bool = False,
-        body_read: bool = False,
+        request: Request | None = None,
     ) -> None:
-        self._asgi_scope = scope
-        self._body_read = body_read
+        WorkState.__init__(self, scope, options, guard_scope())
         self._raw_receive = receive
-        self._options = options
-        self.covers_response = covers_response
-        self.ctx = CancelOnDisconnect(
-            guard_scope(),
-            path=scope.get("path", "?"),
-            callback_timeout=options.callback_timeout,
+        # Whether the body was read before the guard existed (FastAPI reads body parameters
+        # before it solves dependencies): then the watcher may start without asking.
+        self._body_read = request is not None and adopt_request(
+            request, self.receive, ClientDisconnected, QUIET_HANDLER
         )
         self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
-        self._started_at = time.monotonic()
         self._loop_deadline = math.inf  # the deadline on the event loop's clock
         self._deadline_hit = False
-        self._hung_up_at: float | None = None
-        self._exited = False
         # Which exception the guard raised to end the request, by id: holding the exception
         # itself would tie the guard to its traceback's frames in a cycle.
         self._ending_id: int | None = None
@@ -138,12 +116,7 @@ class RequestGuard:
     @property
     def hung_up(self) -> bool:
         """Whether the client has gone (the one cause after which nothing may be sent)."""
-        return self.ctx._cause is CancelCause.CLIENT_DISCONNECTED
-
-    @property
-    def exited(self) -> bool:
-        """Whether the guard has been left (its cancel scope is closed)."""
-        return self._exited
+        return self.cause is CancelCause.CLIENT_DISCONNECTED
 
     def unwrapped(self, exc: BaseException | None) -> Exception | None:
         """The exception that ended the request, if ``exc`` is a group of it alone.
@@ -162,30 +135,28 @@ class RequestGuard:
         return match if isinstance(match, Exception) else None
 
     async def __aenter__(self) -> CancelOnDisconnect:
-        return self.enter()
+        self.enter()
+        return self.ctx
 
-    def enter(self) -> CancelOnDisconnect:
+    def enter(self) -> None:
         """Enter the guard without awaiting (for FastAPI's exit stacks); see the module doc.
 
         Call it in the task that runs the work; the exit must follow in the same task.
         """
-        scope = self._asgi_scope
+        scope = self.asgi_scope
         scope[SCOPE_KEY] = self
         observer = scope.get(OBSERVER_KEY)
         if observer is not None:
             observer(self.ctx)
-        ctx = self.ctx
-        options = self._options
-        budget = None
+        options = self.options
         if options.deadline is not None or options.deadline_header is not None:
             budget = options.budget(scope)
-        if budget is not None:
-            ctx._budget = budget
-            ctx._deadline = self._started_at + budget
-            self._loop_deadline = ctx._cancel_scope.deadline = anyio.current_time() + budget
-        ctx._cancel_scope.__enter__()
+            if budget is not None:
+                self.budget = budget
+                self.deadline = self.started_at + budget
+                self._loop_deadline = self.cancel_scope.deadline = anyio.current_time() + budget
+        self.cancel_scope.__enter__()
         arm_later(self._watch)
-        return ctx
 
     async def __aexit__(
         self,
@@ -226,13 +197,13 @@ class RequestGuard:
 
     def hang_up(self) -> None:
         """The client went away: cancel the work (after the grace period), unless it is over."""
-        ctx = self.ctx
-        if ctx._working and ctx._cause is None:
-            self._hung_up_at = time.monotonic()
-            ctx._cause = CancelCause.CLIENT_DISCONNECTED
-            cancel_scope = ctx._cancel_scope
-            if self._options.grace:
-                grace_ends = anyio.current_time() + self._options.grace
+        if self.working and self.cause is None:
+            self.hung_up_at = time.monotonic()
+            self.cause = CancelCause.CLIENT_DISCONNECTED
+            cancel_scope = self.cancel_scope
+            grace = self.options.grace
+            if grace:
+                grace_ends = anyio.current_time() + grace
                 cancel_scope.deadline = min(cancel_scope.deadline, grace_ends)
             else:
                 cancel_scope.cancel()
@@ -243,16 +214,17 @@ class RequestGuard:
         The deadline (and a grace period's) is disarmed too: what runs after the work, the
         response body under the dependency or BackgroundTasks, is not the work's to cancel.
         """
-        ctx = self.ctx
-        if ctx._working:
-            ctx._working = False
-            if ctx._deadline is not None:
+        if self.working:
+            self.working = False
+            deadline = self.deadline
+            if deadline is not None:
                 # Either clock may say so first: uvloop fires timers up to ~0.1 ms early.
                 self._deadline_hit = (
-                    time.monotonic() >= ctx._deadline or anyio.current_time() >= self._loop_deadline
+                    time.monotonic() >= deadline or anyio.current_time() >= self._loop_deadline
                 )
-            if ctx._cancel_scope.deadline != math.inf:  # a budget or a grace period is running
-                ctx._cancel_scope.deadline = math.inf
+                self.cancel_scope.deadline = math.inf
+            elif self.cause is not None and self.options.grace:  # a grace period is running
+                self.cancel_scope.deadline = math.inf
         if self._arbiter is not None:
             self._arbiter.stop()
 
@@ -263,27 +235,36 @@ class RequestGuard:
         work left it (also after a cancellation from outside, which must propagate).
         """
         self.end_work()
-        if self._arbiter is not None:
-            await self._arbiter.wait_stopped(self.ctx._cancel_scope)
-            self._arbiter.detach()  # no reference back to us (see below)
-        ctx = self.ctx
-        ctx._finished = True
-        self._exited = True
+        arbiter = self._arbiter
+        if arbiter is not None:
+            await arbiter.wait_stopped(self.cancel_scope)
+            arbiter.detach()  # no reference back to us (see below)
+        self.finished = True
+        self._ctx = None  # see WorkState.finish: no cycle through the context
         # Break the scope <-> guard cycle too, so a request that ends normally is freed by
         # reference counting. After a hang-up the cancellation's traceback still links
         # frames in cycles, as any exception through FastAPI's exit stacks does.
-        self._asgi_scope.pop(SCOPE_KEY, None)
-        swallowed = leave_guard_scope(ctx._cancel_scope, exc)
-        ends = self._ends_after_return() if exc is None else self._ends_after_error(exc, swallowed)
-        if ends and ctx._cause is None:  # only a passed deadline gets here
-            ctx._cause = CancelCause.DEADLINE_EXCEEDED
-        if ctx._cause is not None and ctx._callbacks:
-            await run_callbacks(ctx._callbacks)
-        if ctx._cause is not None and not ends:
+        self.asgi_scope.pop(SCOPE_KEY, None)
+        swallowed = leave_guard_scope(self.cancel_scope, exc)
+        if exc is None:
+            if self.cause is None and not (self.deadline_raised or self._deadline_hit):
+                return None  # the common case: the work ended by itself, in time
+            ends = self._ends_after_return()
+        else:
+            ends = self._ends_after_error(exc, swallowed)  # it may set the cause
+        cause = self.cause
+        if cause is None:
+            if not ends:
+                return None
+            cause = self.cause = CancelCause.DEADLINE_EXCEEDED  # only a passed deadline
+        if self.callbacks:
+            await run_callbacks(self.callbacks)
+        if not ends:
             # Cancelled from outside (a server shutting down): the cancellation propagates,
             # nothing is sent, and the stop is still reported, once.
-            self._report(ctx._cause, None)
-        return ctx._cause if ends else None
+            self._report(cause, None)
+            return None
+        return cause
 
     def _ends_after_return(self) -> bool:
         # The client left but the work finished without another await (nobody is left to
@@ -293,20 +274,18 @@ class RequestGuard:
         # tasks of a task group inside, so what it returns may be built from cut work.
         # (trio raises at the task group's exit; asyncio's one delivery found the task in
         # its shield, and a level-triggered retry would only have hit the join.)
-        ctx = self.ctx
-        if ctx._cause is not None or ctx._deadline_raised:
+        if self.cause is not None or self.deadline_raised:
             return True
-        return self._deadline_hit and cancel_was_called(ctx._cancel_scope)
+        return self._deadline_hit and cancel_was_called(self.cancel_scope)
 
     def _ends_after_error(self, exc: BaseException, swallowed: bool) -> bool:
-        ctx = self.ctx
-        passed = self._deadline_hit or ctx._deadline_raised
+        passed = self._deadline_hit or self.deadline_raised
         if swallowed:  # the cancel scope caught its own cancellation
-            if ctx._cause is None and not passed:
+            if self.cause is None and not passed:
                 raise RuntimeError(_APP_CANCELLED) from exc
             return True
         if isinstance(exc, anyio.get_cancelled_exc_class()):
-            ctx._cause = ctx._cause or CancelCause.SERVER_SHUTDOWN
+            self.cause = self.cause or CancelCause.SERVER_SHUTDOWN
             return False  # a cancellation from outside must propagate
         # ctx.check() raised, or a body reader got the replayed disconnect first (possibly
         # wrapped by a yield dependency's task group on the way).
@@ -316,12 +295,12 @@ class RequestGuard:
             stopped = isinstance(exc, _STOPPED)
         if isinstance(exc, TimeoutError) and self._at_deadline():
             return True  # a timeout of the work's own, set to what the budget had left
-        return stopped and (ctx._cause is not None or passed)
+        return stopped and (self.cause is not None or passed)
 
     def _at_deadline(self) -> bool:
         # `anyio.fail_after(ctx.remaining())` ends where the budget does, and its timer may
         # fire a little before the guard's own (uvloop runs timers up to ~0.1 ms early).
-        deadline = self.ctx._deadline
+        deadline = self.deadline
         return deadline is not None and time.monotonic() >= deadline - _TIMER_SLACK
 
     def ending_error(self, cause: CancelCause) -> Exception:
@@ -329,7 +308,7 @@ class RequestGuard:
         error: Exception
         if cause is CancelCause.DEADLINE_EXCEEDED:
             self._report(cause, 504)
-            error = DeadlineExceeded(self.ctx._budget or 0)
+            error = DeadlineExceeded(self.budget or 0)
         else:
             self._report(cause, 499)
             error = ClientDisconnected()
@@ -338,20 +317,20 @@ class RequestGuard:
 
     def _report(self, cause: CancelCause, status: int | None) -> None:
         now = time.monotonic()
-        since = self._hung_up_at if cause is CancelCause.CLIENT_DISCONNECTED else None
+        since = self.hung_up_at if cause is CancelCause.CLIENT_DISCONNECTED else None
         if cause is CancelCause.DEADLINE_EXCEEDED:
-            since = self.ctx._deadline
+            since = self.deadline
         report(
-            self._asgi_scope,
+            self.asgi_scope,
             cause,
             status,
-            work=now - self._started_at,
-            hang_up=None if self._hung_up_at is None else self._hung_up_at - self._started_at,
+            work=now - self.started_at,
+            hang_up=None if self.hung_up_at is None else self.hung_up_at - self.started_at,
             latency=None if since is None else max(0.0, now - since),
         )
 
     def _watch(self) -> None:
-        if self.ctx._working and not self._awaits_continue():
+        if self.working and not self._awaits_continue():
             self._get_arbiter().arm()
 
     def _awaits_continue(self) -> bool:
@@ -360,12 +339,12 @@ class RequestGuard:
         # endpoint never reads. Such a request is watched once a reader asks for the body.
         if self._body_read or (self._arbiter is not None and self._arbiter.asked):
             return False
-        headers = self._asgi_scope.get("headers", ())
+        headers = self.asgi_scope.get("headers", ())
         return any(k == b"expect" and v.lower() == b"100-continue" for k, v in headers)
 
     def _get_arbiter(self) -> ReceiveArbiter:
         if self._arbiter is None:
             self._arbiter = ReceiveArbiter(self._raw_receive, self.hang_up)
-            if not self.ctx._working:
+            if not self.working:
                 self._arbiter.stop()
         return self._arbiter

@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
-from fastapi_hangup._guard import RequestGuard, current_guard
+from fastapi_hangup._guard import SCOPE_KEY, RequestGuard
 from fastapi_hangup._openapi import mark_operation
 from fastapi_hangup._options import DEFAULTS, CancelOptions
 from fastapi_hangup._policy import SAFE_METHODS, normalize_methods, policy_of
@@ -116,10 +116,10 @@ def guard_route(
     """
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in methods or current_guard(scope) is not None:
+        if scope["method"] not in methods or SCOPE_KEY in scope:
             await app(scope, receive, send)
             return
-        guard = RequestGuard(scope, receive, options, covers_response=True)
+        guard = RequestGuard(scope, receive, options)
         response = _ResponseTracker(guard, send)
         try:
             await guard.run(app, scope, guard.receive, response.send)

@@ -35,6 +35,7 @@ from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected
 from fastapi_hangup._options import CancelOptions
 from fastapi_hangup._report import report
+from fastapi_hangup._state import WorkState
 from fastapi_hangup._ws_watcher import SessionWatcher
 
 SCOPE_KEY = "fastapi_hangup.guard"  # the HTTP guard's key: one guard per connection
@@ -86,8 +87,8 @@ class WorkScope:
 class WebSocketContext(CancelOnDisconnect):
     """The context of a guarded websocket session (``ctx.work()`` scopes a unit of work)."""
 
-    __slots__ = ("_guard",)
-    _guard: WebSocketGuard
+    __slots__ = ()
+    _state: WebSocketGuard
 
     def work(self) -> WorkScope:
         """Return a block that a close by the client cancels, while the session goes on.
@@ -95,10 +96,10 @@ class WebSocketContext(CancelOnDisconnect):
         See [Websockets](websockets.md#one-unit-of-work).
         """
         self._check_usable("work()")
-        return WorkScope(self._guard)
+        return WorkScope(self._state)
 
 
-class WebSocketGuard:
+class WebSocketGuard(WorkState):
     """Owns a guarded websocket session: its context, watcher, units of work and report.
 
     Args:
@@ -110,44 +111,26 @@ class WebSocketGuard:
     """
 
     __slots__ = (
-        "_asgi_scope",
         "_closed_by",
-        "_exited",
-        "_hung_up_at",
-        "_options",
         "_raw_send",
         "_reported",
-        "_started_at",
         "_stopped_units",
         "_units",
         "_watcher",
         "close_code",
-        "ctx",
     )
 
+    context_class = WebSocketContext
+
     def __init__(self, scope: Scope, receive: Receive, send: Send, options: CancelOptions) -> None:
-        self._asgi_scope = scope
+        WorkState.__init__(self, scope, options, guard_scope())
         self._raw_send = send
-        self._options = options
-        ctx = WebSocketContext(
-            guard_scope(), path=scope.get("path", "?"), callback_timeout=options.callback_timeout
-        )
-        ctx._guard = self
-        self.ctx = ctx
         self._watcher = SessionWatcher(receive, self._on_close)
         self._units: list[WorkScope] = []
         self._stopped_units: list[WorkScope] = []
-        self._started_at = time.monotonic()
-        self._hung_up_at: float | None = None
         self._closed_by: Message | None = None
         self._reported = False
-        self._exited = False
         self.close_code: int | None = None
-
-    @property
-    def exited(self) -> bool:
-        """Whether the guard has been left."""
-        return self._exited
 
     # The session's receive and send, as the endpoint's WebSocket sees them.
 
@@ -172,55 +155,52 @@ class WebSocketGuard:
             raise WebSocketDisconnect(_DROPPED) from None
         kind = message["type"]
         if kind == "websocket.accept":
-            if self.ctx._working:
+            if self.working:
                 self._watcher.arm()
         elif kind == "websocket.close":
             self.end_work()  # the server's own close: what follows is no hang-up
 
     # Entering and leaving.
 
-    def enter(self) -> WebSocketContext:
+    def enter(self) -> None:
         """Enter the handler's cancel scope; the exit must follow in the same task."""
-        scope = self._asgi_scope
+        scope = self.asgi_scope
         scope[SCOPE_KEY] = self
         observer = scope.get(OBSERVER_KEY)
         if observer is not None:
             observer(self.ctx)
-        self.ctx._cancel_scope.__enter__()
-        return self.ctx
+        self.cancel_scope.__enter__()
 
     def end_work(self) -> None:
         """The work is over (the handler returned, or the server closed): stop watching."""
-        self.ctx._working = False
+        self.working = False
         self._watcher.stop()
 
     async def leave(self, exc: BaseException | None) -> bool:
         """Leave the handler's scope; return whether ``exc`` ends the session quietly."""
         self.end_work()
-        ctx = self.ctx
-        await self._watcher.wait_stopped(ctx._cancel_scope)
+        await self._watcher.wait_stopped(self.cancel_scope)
         self._watcher.detach()
-        ctx._finished = True
-        self._exited = True
-        self._asgi_scope.pop(SCOPE_KEY, None)
-        swallowed = leave_guard_scope(ctx._cancel_scope, exc)
+        self.finish()
+        self.asgi_scope.pop(SCOPE_KEY, None)
+        swallowed = leave_guard_scope(self.cancel_scope, exc)
         if exc is None:
             quiet = False
         elif swallowed or (self._closed_by is not None and _ended_by_close(exc)):
             quiet = True  # the close stopped the handler: the session ends here
         elif isinstance(exc, anyio.get_cancelled_exc_class()):
             # Cancelled from outside (a server shutting down): it propagates, reported once.
-            ctx._cause = ctx._cause or CancelCause.SERVER_SHUTDOWN
-            if ctx._callbacks:
-                await run_callbacks(ctx._callbacks)
+            self.cause = self.cause or CancelCause.SERVER_SHUTDOWN
+            if self.callbacks:
+                await run_callbacks(self.callbacks)
             self._report(None)
             return False
         else:
             quiet = False
-        if ctx._cause is not None:
-            if ctx._callbacks:
-                await run_callbacks(ctx._callbacks)
-            self._report(self._hung_up_at)
+        if self.cause is not None:
+            if self.callbacks:
+                await run_callbacks(self.callbacks)
+            self._report(self.hung_up_at)
         return quiet
 
     # Units of work.
@@ -238,7 +218,7 @@ class WebSocketGuard:
         if work not in self._stopped_units:
             return swallowed
         if exc is None or swallowed or _ended_by_close(exc):
-            self._report(self._hung_up_at)
+            self._report(self.hung_up_at)
             return True
         return False
 
@@ -253,23 +233,22 @@ class WebSocketGuard:
             return  # a failed send told first
         self._closed_by = message
         self.close_code = int(message.get("code", _NO_STATUS))
-        ctx = self.ctx
-        if not ctx._working:
+        if not self.working:
             return
         if self._units:
             self._stopped_units.extend(self._units)
             targets = [unit._scope for unit in self._units]
         elif not waiting:
-            targets = [ctx._cancel_scope]
+            targets = [self.cancel_scope]
         else:
             return  # the endpoint was waiting for a message: the session's normal end
-        self._hung_up_at = time.monotonic()
-        ctx._cause = CancelCause.CLIENT_DISCONNECTED
+        self.hung_up_at = time.monotonic()
+        self.cause = CancelCause.CLIENT_DISCONNECTED
         for target in targets:
             self._stop(target)
 
     def _stop(self, cancel_scope: anyio.CancelScope) -> None:
-        grace = self._options.grace
+        grace = self.options.grace
         if grace:
             cancel_scope.deadline = min(cancel_scope.deadline, anyio.current_time() + grace)
         else:
@@ -279,14 +258,14 @@ class WebSocketGuard:
         if self._reported:
             return
         self._reported = True
-        cause = self.ctx._cause or CancelCause.CLIENT_DISCONNECTED
+        cause = self.cause or CancelCause.CLIENT_DISCONNECTED
         now = time.monotonic()
         report(
-            self._asgi_scope,
+            self.asgi_scope,
             cause,
             None,
-            work=now - self._started_at,
-            hang_up=None if self._hung_up_at is None else self._hung_up_at - self._started_at,
+            work=now - self.started_at,
+            hang_up=None if self.hung_up_at is None else self.hung_up_at - self.started_at,
             latency=None if since is None else max(0.0, now - since),
             close_code=self.close_code if cause is CancelCause.CLIENT_DISCONNECTED else None,
         )

@@ -13,11 +13,12 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from fastapi_hangup._backend import is_innermost, new_cancel_scope
+from fastapi_hangup._backend import is_innermost
 from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._fastapi import route_websocket, websocket_channels
 from fastapi_hangup._options import CancelOptions
 from fastapi_hangup._policy import is_cancel_dependency
+from fastapi_hangup._state import inert_context
 from fastapi_hangup._websocket import SCOPE_KEY, WebSocketGuard
 
 
@@ -39,14 +40,6 @@ def guard_websocket_app(app: ASGIApp, options: CancelOptions) -> ASGIApp:
             await guard.leave(None)
 
     return guarded
-
-
-def inert_context(scope: Scope) -> CancelOnDisconnect:
-    """A context that guards nothing (a websocket route that did not ask to be guarded)."""
-    ctx = CancelOnDisconnect(new_cancel_scope(), path=scope.get("path", "?"), callback_timeout=5.0)
-    ctx._working = False
-    ctx._inert = True
-    return ctx
 
 
 def reject_websocket_endpoint(func: Callable[..., Any], name: str) -> None:
@@ -114,11 +107,11 @@ def open_session(
     receive, send = websocket_channels(websocket)
     guard = WebSocketGuard(scope, receive, send, options)
     route_websocket(websocket, guard.receive, guard.send)
-    ctx = guard.enter()
+    guard.enter()
     request_stack, function_stack = stacks
     request_stack.push_async_exit(_SessionRequestExit(guard))
     function_stack.push_async_exit(_SessionFunctionExit(guard))
-    return ctx
+    return guard.ctx
 
 
 class _SessionExit:
@@ -145,7 +138,7 @@ class _SessionFunctionExit(_SessionExit):
     ) -> bool:
         guard = self._guard
         guard.end_work()
-        if is_innermost(guard.ctx._cancel_scope):
+        if is_innermost(guard.cancel_scope):
             return await guard.leave(exc)
         return False
 
@@ -160,6 +153,6 @@ class _SessionRequestExit(_SessionExit):
         tb: TracebackType | None,
     ) -> bool:
         guard = self._guard
-        if not guard.exited:
+        if not guard.finished:
             return await guard.leave(exc)
         return False

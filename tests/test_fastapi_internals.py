@@ -26,6 +26,14 @@ from tests.test_websocket_routes import websocket_scope
 pytestmark = pytest.mark.anyio
 
 
+class Boom(Exception):
+    pass
+
+
+async def quiet(request: Request, exc: Exception) -> Response:
+    return Response(status_code=218)
+
+
 async def run(app: FastAPI, method: str = "GET", path: str = "/") -> RecordingSend:
     send = RecordingSend()
     with anyio.fail_after(5):
@@ -61,13 +69,40 @@ async def test_request_reads_through_its_private_receive_and_keeps_the_route_sen
 
     @app.post("/")
     async def endpoint(request: Request) -> dict[str, object]:
-        _fastapi.route_receive(request, replacement)
+        before = _fastapi.adopt_request(request, replacement, Boom, quiet)
         body = await request.body()
-        return {"body": body.decode(), "read": _fastapi.body_read(request)}
+        after = _fastapi.adopt_request(request, replacement, Boom, quiet)
+        return {"body": body.decode(), "read": [before, after]}
 
     send = await run(app, "POST")
-    assert send.messages[1]["body"] == b'{"body":"replaced","read":true}'
+    assert send.messages[1]["body"] == b'{"body":"replaced","read":[false,true]}'
     assert seen
+
+
+async def test_adopt_request_puts_the_handler_in_the_running_handler_table() -> None:
+    app = FastAPI()
+
+    @app.get("/")
+    async def endpoint(request: Request) -> None:
+        _fastapi.adopt_request(request, request.receive, Boom, quiet)
+        raise Boom
+
+    assert (await run(app)).status == 218
+
+
+async def test_adopt_request_keeps_the_apps_own_handler() -> None:
+    app = FastAPI()
+
+    @app.exception_handler(Boom)
+    async def own(request: Request, exc: Exception) -> Response:
+        return Response(status_code=219)
+
+    @app.get("/")
+    async def endpoint(request: Request) -> None:
+        _fastapi.adopt_request(request, request.receive, Boom, quiet)
+        raise Boom
+
+    assert (await run(app)).status == 219
 
 
 async def test_request_send_is_the_routes_own_send() -> None:
@@ -94,23 +129,6 @@ async def test_is_disconnected_peeks_in_a_cancelled_scope() -> None:
     assert await request.is_disconnected() is True
     assert probes == [True]
     assert _fastapi.is_disconnect_probe() is False
-
-
-async def test_late_handler_lands_in_the_running_handler_table() -> None:
-    class Boom(Exception):
-        pass
-
-    async def quiet(request: Request, exc: Exception) -> Response:
-        return Response(status_code=218)
-
-    app = FastAPI()
-
-    @app.get("/")
-    async def endpoint(request: Request) -> None:
-        _fastapi.add_handler_late(request.scope, Boom, quiet)
-        raise Boom
-
-    assert (await run(app)).status == 218
 
 
 def test_user_middleware_lists_base_http_middleware() -> None:
