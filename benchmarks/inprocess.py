@@ -44,6 +44,7 @@ def asgi_request() -> tuple[dict[str, Any], Any, Any]:
         "headers": [(b"host", b"bench")],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
+        "state": {},  # uvicorn's copy of the lifespan state: its scope has these 13 keys
     }
     never = asyncio.Event()
 

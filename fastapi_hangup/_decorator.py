@@ -149,7 +149,7 @@ def _endpoint_wrapper(
     func: Callable[..., Awaitable[T]], policy: CancelPolicy
 ) -> Callable[..., Awaitable[T]]:
     own = _request_param(func)
-    methods = policy.methods
+    methods, options = policy.methods, policy.options
 
     async def endpoint(*args: Any, **kwargs: Any) -> T:
         request: Request | None = kwargs.get(own) if own else kwargs.pop(_REQUEST_PARAM, None)
@@ -158,12 +158,24 @@ def _endpoint_wrapper(
         scope = request.scope
         if scope.get(SCOPE_KEY) is not None:  # the route class or the dependency guards it
             return await func(*args, **kwargs)
-        guard = RequestGuard(scope, request.receive, policy.options, request)
+        guard = RequestGuard(scope, request.receive, options, request)
+        guard.enter()  # the guard's protocol (see _guard.py), here without a coroutine of its own
         try:
-            return await guard.run(func, *args, **kwargs)
-        except (ClientDisconnected, DeadlineExceeded) as error:
-            await _abandoned(guard, request, error)
-            raise
+            result = await func(*args, **kwargs)
+        except BaseException as exc:
+            cause = await guard.leave(exc)
+            if cause is None:
+                if isinstance(exc, (ClientDisconnected, DeadlineExceeded)):
+                    await _abandoned(guard, request, exc)
+                raise
+            error = guard.ending_error(cause)
+        else:
+            cause = await guard.leave(None)
+            if cause is None:
+                return result
+            error = guard.ending_error(cause)
+        await _abandoned(guard, request, error)
+        raise error from None
 
     return endpoint
 

@@ -1,13 +1,24 @@
 """``RequestGuard``: one guarded request's lifecycle, used by every entry point the same way.
 
 The dependency, the decorator and the route class each make (or find) the request's one
-guard and run the work inside it, the same way::
+guard and run the work inside it, the same way (the dependency from FastAPI's exit stacks)::
 
-    async with RequestGuard(scope, receive, options) as ctx:
+    guard = RequestGuard(scope, receive, options)
+    guard.enter()
+    try:
         ...  # the work; readers of the request go through guard.receive
+    except BaseException as exc:
+        cause = await guard.leave(exc)
+        if cause is None:
+            raise  # not the request's end: whatever the work raised goes on
+        raise guard.ending_error(cause) from None
+    cause = await guard.leave(None)
+    if cause is not None:
+        raise guard.ending_error(cause)
 
-(``guard.run(call, ...)`` is that ``async with`` around one call, minus its coroutines; the
-dependency calls ``enter()`` and ``leave()`` from FastAPI's exit stacks.)
+(An async context manager, or a ``run(call)`` coroutine, would say it in two lines; but a
+coroutine around the work costs every in-flight request ~300 bytes and ~3 k instructions,
+measured with ``benchmarks/memory.py`` and callgrind.)
 
 On the way in it publishes itself in the ASGI scope (so entry points that meet later share
 it), starts the clocks and enters the cancel scope; the watcher is armed lazily, a moment
@@ -23,9 +34,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import ParamSpec, TypeVar, cast
 
 import anyio
 from fastapi import Request
@@ -36,7 +44,6 @@ from fastapi_hangup._arbiter import ReceiveArbiter
 from fastapi_hangup._backend import arm_later, cancel_was_called, guard_scope, leave_guard_scope
 from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
-from fastapi_hangup._context import CancelOnDisconnect
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
 from fastapi_hangup._fastapi import adopt_request
 from fastapi_hangup._options import DEFAULTS, CancelOptions
@@ -50,9 +57,6 @@ SCOPE_KEY = "fastapi_hangup.guard"
 #: (``fastapi_hangup.testing`` uses it to hand the context to your test).
 OBSERVER_KEY = "fastapi_hangup.observer"
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
 _STOPPED = (ClientDisconnected, DeadlineExceeded, ClientDisconnect)
 _TIMER_SLACK = 0.001  # seconds a timer may fire before its deadline
 _APP_CANCELLED = (
@@ -64,7 +68,8 @@ _APP_CANCELLED = (
 
 def current_guard(scope: Scope) -> RequestGuard | None:
     """The guard of the request, if an entry point has made one."""
-    return cast("RequestGuard | None", scope.get(SCOPE_KEY))
+    guard: RequestGuard | None = scope.get(SCOPE_KEY)  # no cast(): a call on the hot path
+    return guard
 
 
 class RequestGuard(WorkState):
@@ -134,10 +139,6 @@ class RequestGuard(WorkState):
             match = match.exceptions[0]
         return match if isinstance(match, Exception) else None
 
-    async def __aenter__(self) -> CancelOnDisconnect:
-        self.enter()
-        return self.ctx
-
     def enter(self) -> None:
         """Enter the guard without awaiting (for FastAPI's exit stacks); see the module doc.
 
@@ -157,39 +158,6 @@ class RequestGuard(WorkState):
                 self._loop_deadline = self.cancel_scope.deadline = anyio.current_time() + budget
         self.cancel_scope.__enter__()
         arm_later(self._watch)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Leave the guard; raise what ends the request if it was abandoned.
-
-        Raises:
-            ClientDisconnected: the client hung up while the work ran.
-            DeadlineExceeded: the time budget ran out while the work ran.
-            RuntimeError: the application cancelled ``ctx.scope`` itself.
-        """
-        cause = await self.leave(exc)
-        if cause is not None:
-            raise self.ending_error(cause) from None
-
-    async def run(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``async with guard: return await call(*args, **kwargs)``, without the two coroutines
-        of ``async with`` (the decorator and the route class call it on every request)."""
-        self.enter()
-        try:
-            result = await call(*args, **kwargs)
-        except BaseException as exc:
-            cause = await self.leave(exc)
-            if cause is not None:
-                raise self.ending_error(cause) from None
-            raise
-        cause = await self.leave(None)
-        if cause is not None:
-            raise self.ending_error(cause) from None
-        return result
 
     async def receive(self) -> Message:
         """The request's ``receive`` as every reader must see it once watching may start."""

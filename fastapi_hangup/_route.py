@@ -121,16 +121,31 @@ def guard_route(
             return
         guard = RequestGuard(scope, receive, options)
         response = _ResponseTracker(guard, send)
+        guard.enter()  # the guard's protocol (see _guard.py), here without a coroutine of its own
+        error: Exception
         try:
-            await guard.run(app, scope, guard.receive, response.send)
-        except ClientDisconnected:
-            if not response.started:
-                await answer_middleware(scope, receive, send)
-        except DeadlineExceeded:
-            if not response.started:
-                raise  # the client still waits: the app's handler answers 504
+            await app(scope, guard.receive, response.send)
+        except BaseException as exc:
+            cause = await guard.leave(exc)
+            if cause is not None:
+                error = guard.ending_error(cause)
+            elif isinstance(exc, (ClientDisconnected, DeadlineExceeded)):
+                error = exc
+            else:
+                raise
+        else:
+            cause = await guard.leave(None)
+            if cause is None:
+                return
+            error = guard.ending_error(cause)
+        if response.started:
             # The stream is left unfinished on purpose: the client sees a cut body rather
             # than one that looks complete.
+            return
+        if isinstance(error, ClientDisconnected):
+            await answer_middleware(scope, receive, send)
+        else:
+            raise error from None  # the client still waits: the app's handler answers 504
 
     return guarded
 

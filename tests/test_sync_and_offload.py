@@ -11,11 +11,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
 import anyio.from_thread
+import anyio.to_process
 import psutil
 import pytest
 
@@ -33,6 +34,26 @@ from ._offload import spin, square
 from ._processes import is_gone, kill_leftovers, pool_workers
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+async def reaped_process_pool() -> AsyncIterator[None]:
+    """Stop anyio's pool workers, and reap them, in the test's own event loop.
+
+    anyio keeps idle workers for the loop's life; at the end of a test's loop it kills them
+    without waiting, and each worker's ``Popen`` then warns "subprocess ... is still
+    running" in whichever later test the garbage collector happens to free it.
+    """
+    yield
+    try:
+        workers = anyio.to_process._process_pool_workers.get()
+    except LookupError:
+        return  # no worker was started in this loop
+    for process in list(workers):
+        if process.returncode is None:
+            process.kill()
+        await process.aclose()
+    workers.clear()
 
 
 # -- Sync endpoints: Python cannot stop a thread, so they stop themselves -------------------

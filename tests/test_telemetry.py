@@ -141,7 +141,10 @@ async def test_the_server_span_says_the_deadline_passed(telemetry: Telemetry) ->
     attributes = telemetry.attributes()
     assert attributes["http.response.status_code"] == 504
     assert attributes["fastapi_hangup.cause"] == "deadline_exceeded"
-    assert attributes["fastapi_hangup.work.duration"] >= 0.05
+    # The budget is 0.05 s on the loop's clock, which uvloop reads once per iteration (in
+    # whole milliseconds): the timer may end the work up to ~2 ms before 0.05 s have passed
+    # on time.monotonic()'s, which the duration is measured by.
+    assert attributes["fastapi_hangup.work.duration"] >= 0.05 - 0.003
     assert attributes["fastapi_hangup.stop.latency"] >= 0
 
 
