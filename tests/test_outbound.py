@@ -130,23 +130,40 @@ async def serve_downstream(mode: Mode) -> AsyncIterator[Downstream]:
         group.cancel_scope.cancel()
 
 
-def client_for(
-    downstream: Downstream, timeouts: list[dict[str, Any]] | None = None, **kwargs: Any
-) -> tuple[httpx.AsyncClient, httpx.AsyncHTTPTransport]:
-    """An httpx client with ``forward_deadline``, on a transport the test can look into."""
+@contextlib.asynccontextmanager
+async def downstream_client(
+    mode: Mode = "answer", timeouts: list[dict[str, Any]] | None = None, **kwargs: Any
+) -> AsyncIterator[tuple[Downstream, httpx.AsyncClient, httpx.AsyncHTTPTransport]]:
+    """A downstream in ``mode``, and an open httpx client with ``forward_deadline`` that
+    calls it, on a transport the test can look into; ``timeouts`` gets each request's
+    timeouts as the hook left them."""
 
     async def note_timeouts(request: httpx.Request) -> None:  # runs after forward_deadline
         if timeouts is not None:
             timeouts.append(dict(request.extensions["timeout"]))
 
-    transport = httpx.AsyncHTTPTransport()
-    client = httpx.AsyncClient(
-        transport=transport,
-        base_url=downstream.url,
-        event_hooks={"request": [forward_deadline, note_timeouts]},
-        **kwargs,
-    )
-    return client, transport
+    async with serve_downstream(mode) as downstream:
+        transport = httpx.AsyncHTTPTransport()
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url=downstream.url,
+            event_hooks={"request": [forward_deadline, note_timeouts]},
+            **kwargs,
+        ) as client:
+            yield downstream, client, transport
+
+
+def hop_app(client: httpx.AsyncClient, app: FastAPI | None = None, **options: Any) -> FastAPI:
+    """``app`` (or a new one) whose ``GET /hop`` calls the downstream once and returns its
+    body; with ``options``, that endpoint is ``@cancellable(**options)``."""
+    if app is None:
+        app = FastAPI()
+
+    async def hop() -> str:
+        return (await client.get("/")).text
+
+    app.get("/hop")(cancellable(**options)(hop) if options else hop)
+    return app
 
 
 def half_used(transport: httpx.AsyncHTTPTransport) -> list[Any]:
@@ -163,15 +180,13 @@ def sent_budget(seen: Seen) -> int:
 
 # -- The budget travels --------------------------------------------------------------------
 async def test_an_outbound_request_carries_the_remaining_budget(entry: EntryPoint) -> None:
-    async with serve_downstream("answer") as downstream:
-        client, _ = client_for(downstream)
-        async with client:
+    async with downstream_client() as (downstream, client, _):
 
-            async def work(ctx: CancelOnDisconnect) -> object:
-                await anyio.sleep(0.1)
-                return (await client.get("/")).text
+        async def work(ctx: CancelOnDisconnect) -> object:
+            await anyio.sleep(0.1)
+            return (await client.get("/")).text
 
-            result = await HangUpClient(entry.app(work, deadline=2.0)).get("/work")
+        result = await HangUpClient(entry.app(work, deadline=2.0)).get("/work")
 
     assert result.status_code == 200, result.body
     (seen,) = downstream.seen
@@ -182,16 +197,14 @@ async def test_an_outbound_request_carries_the_remaining_budget(entry: EntryPoin
 async def test_a_callers_deadline_header_travels_on_shortened() -> None:
     app = FastAPI()
     add_cancellation(app, deadline_header=True)  # the whole opt-in of a service in a chain
-    async with serve_downstream("answer") as downstream:
-        client, _ = client_for(downstream)
+    async with downstream_client() as (downstream, client, _):
 
         @app.get("/hop")
         async def hop() -> str:
             await anyio.sleep(0.05)
             return (await client.get("/")).text
 
-        async with client:
-            result = await HangUpClient(app).get("/hop", headers={ENVOY: "700"})
+        result = await HangUpClient(app).get("/hop", headers={ENVOY: "700"})
 
     assert result.status_code == 200, result.body
     (seen,) = downstream.seen
@@ -200,17 +213,9 @@ async def test_a_callers_deadline_header_travels_on_shortened() -> None:
 
 async def test_the_timeouts_are_lowered_to_the_budget() -> None:
     timeouts: list[dict[str, Any]] = []
-    async with serve_downstream("answer") as downstream:
-        client, _ = client_for(downstream, timeouts, timeout=httpx.Timeout(30.0, connect=0.25))
-        app = FastAPI()
-
-        @app.get("/hop")
-        @cancellable(deadline=1.0)
-        async def hop() -> str:
-            return (await client.get("/")).text
-
-        async with client:
-            await HangUpClient(app).get("/hop")
+    slow_read = httpx.Timeout(30.0, connect=0.25)
+    async with downstream_client("answer", timeouts, timeout=slow_read) as (_, client, _):
+        await HangUpClient(hop_app(client, deadline=1.0)).get("/hop")
 
     ((sent,),) = [timeouts]
     assert sent["connect"] == 0.25  # shorter than the budget already: kept
@@ -220,10 +225,8 @@ async def test_the_timeouts_are_lowered_to_the_budget() -> None:
 
 async def test_without_a_deadline_nothing_is_changed() -> None:
     timeouts: list[dict[str, Any]] = []
-    async with serve_downstream("answer") as downstream:
-        client, _ = client_for(downstream, timeouts, timeout=7.0)
-        async with client:
-            await client.get("/")
+    async with downstream_client("answer", timeouts, timeout=7.0) as (downstream, client, _):
+        await client.get("/")
 
     assert ENVOY not in downstream.seen[0].headers
     assert timeouts == [dict.fromkeys(("connect", "read", "write", "pool"), 7.0)]
@@ -231,42 +234,33 @@ async def test_without_a_deadline_nothing_is_changed() -> None:
 
 async def test_a_route_without_a_budget_forwards_the_deadline_around_it() -> None:
     """Whoever set the deadline that ends first: here the test client's own 3 s limit."""
-    async with serve_downstream("answer") as downstream:
-        client, _ = client_for(downstream)
-        app = FastAPI()
-        add_cancellation(app)  # no budget, and the caller's header is not honoured
-
-        @app.get("/hop")
-        async def hop() -> str:
-            return (await client.get("/")).text
-
-        async with client:
-            await HangUpClient(app, timeout=3.0).get("/hop", headers={ENVOY: "500"})
+    app = FastAPI()
+    add_cancellation(app)  # no budget, and the caller's header is not honoured
+    async with downstream_client() as (downstream, client, _):
+        hop_app(client, app)
+        await HangUpClient(app, timeout=3.0).get("/hop", headers={ENVOY: "500"})
 
     assert 2500 < sent_budget(downstream.seen[0]) <= 3000
 
 
 async def test_a_timeout_around_the_call_narrows_the_budget() -> None:
-    async with serve_downstream("answer") as downstream:
-        client, _ = client_for(downstream)
-        app = FastAPI()
-        add_cancellation(app, deadline=5.0)
+    app = FastAPI()
+    add_cancellation(app, deadline=5.0)
+    async with downstream_client() as (downstream, client, _):
 
         @app.get("/hop")
         async def hop() -> str:
             with anyio.fail_after(0.4):  # the deadline that ends first is the one sent
                 return (await client.get("/")).text
 
-        async with client:
-            await HangUpClient(app).get("/hop")
+        await HangUpClient(app).get("/hop")
 
     assert 200 < sent_budget(downstream.seen[0]) <= 400
 
 
 async def test_a_shielded_call_carries_no_budget() -> None:
-    async with serve_downstream("answer") as downstream:
-        client, _ = client_for(downstream)
-        app = FastAPI()
+    app = FastAPI()
+    async with downstream_client() as (downstream, client, _):
 
         @app.get("/hop")
         @cancellable(deadline=5.0)
@@ -275,8 +269,7 @@ async def test_a_shielded_call_carries_no_budget() -> None:
                 response = await client.get("/")
             return response.text
 
-        async with client:
-            await HangUpClient(app).get("/hop")
+        await HangUpClient(app).get("/hop")
 
     assert ENVOY not in downstream.seen[0].headers
 
@@ -284,9 +277,8 @@ async def test_a_shielded_call_carries_no_budget() -> None:
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio cancels every await there
 async def test_cleanup_after_the_budget_sends_its_request_unchanged() -> None:
     timeouts: list[dict[str, Any]] = []
-    async with serve_downstream("answer") as downstream:
-        client, _ = client_for(downstream, timeouts, timeout=7.0)
-        app = FastAPI()
+    app = FastAPI()
+    async with downstream_client("answer", timeouts, timeout=7.0) as (downstream, client, _):
 
         @app.get("/hop")
         @cancellable(deadline=0.1)
@@ -296,8 +288,7 @@ async def test_cleanup_after_the_budget_sends_its_request_unchanged() -> None:
             finally:  # asyncio delivers the cancellation once: this call can run
                 await client.get("/")
 
-        async with client:
-            result = await HangUpClient(app).get("/hop")
+        result = await HangUpClient(app).get("/hop")
 
     assert result.status_code == 504
     assert ENVOY not in downstream.seen[0].headers
@@ -308,17 +299,15 @@ async def test_cleanup_after_the_budget_sends_its_request_unchanged() -> None:
 async def test_a_header_set_by_the_caller_is_kept_only_if_shorter(
     preset: str, expected: int | None
 ) -> None:
-    async with serve_downstream("answer") as downstream:
-        client, _ = client_for(downstream)
-        app = FastAPI()
+    app = FastAPI()
+    async with downstream_client() as (downstream, client, _):
 
         @app.get("/hop")
         @cancellable(deadline=1.0)
         async def hop() -> str:
             return (await client.get("/", headers={ENVOY: preset})).text
 
-        async with client:
-            await HangUpClient(app).get("/hop")
+        await HangUpClient(app).get("/hop")
 
     sent = sent_budget(downstream.seen[0])
     if expected is None:
@@ -328,17 +317,10 @@ async def test_a_header_set_by_the_caller_is_kept_only_if_shorter(
 
 
 async def test_a_header_name_of_your_own() -> None:
-    app = FastAPI()
     async with serve_downstream("answer") as downstream:
         hook = ForwardDeadline("X-Timeout-Ms")
         async with httpx.AsyncClient(base_url=downstream.url, event_hooks={"request": [hook]}) as c:
-
-            @app.get("/hop")
-            @cancellable(deadline=1.0)
-            async def hop() -> str:
-                return (await c.get("/")).text
-
-            await HangUpClient(app).get("/hop")
+            await HangUpClient(hop_app(c, deadline=1.0)).get("/hop")
 
     (seen,) = downstream.seen
     assert ENVOY not in seen.headers
@@ -384,11 +366,10 @@ async def test_a_downstream_service_shares_the_callers_budget() -> None:
 
 # -- A hang-up or the budget's end abandons the call ---------------------------------------
 async def test_a_hang_up_closes_the_downstream_connection_and_the_pool_holds_none() -> None:
-    async with serve_downstream("trickle") as downstream:
-        client, transport = client_for(downstream)
-        app = FastAPI()
-        add_cancellation(app)
-        received: list[int] = []
+    app = FastAPI()
+    add_cancellation(app)
+    received: list[int] = []
+    async with downstream_client("trickle") as (downstream, client, transport):
 
         @app.get("/relay")
         async def relay() -> int:
@@ -397,29 +378,27 @@ async def test_a_hang_up_closes_the_downstream_connection_and_the_pool_holds_non
                     received.append(len(chunk))
             return sum(received)
 
-        async with client:
-            go = anyio.Event()
-            async with anyio.create_task_group() as group:
+        go = anyio.Event()
+        async with anyio.create_task_group() as group:
 
-                async def hang_up_once_streaming() -> None:
-                    await downstream.streaming.wait()
-                    await anyio.sleep(0.1)
-                    go.set()
+            async def hang_up_once_streaming() -> None:
+                await downstream.streaming.wait()
+                await anyio.sleep(0.1)
+                go.set()
 
-                group.start_soon(hang_up_once_streaming)
-                result = await HangUpClient(app).get("/relay", hang_up_on=go)
-            assert_cancelled(result, cause=CancelCause.CLIENT_DISCONNECTED)
-            with anyio.fail_after(3):
-                await downstream.seen[0].closed.wait()  # the downstream saw its client go
-            assert received, "the relay never got a chunk: nothing was half-read"
-            assert half_used(transport) == []
-            assert all(c.is_closed() for c in transport._pool.connections)
+            group.start_soon(hang_up_once_streaming)
+            result = await HangUpClient(app).get("/relay", hang_up_on=go)
+        assert_cancelled(result, cause=CancelCause.CLIENT_DISCONNECTED)
+        with anyio.fail_after(3):
+            await downstream.seen[0].closed.wait()  # the downstream saw its client go
+        assert received, "the relay never got a chunk: nothing was half-read"
+        assert half_used(transport) == []
+        assert all(c.is_closed() for c in transport._pool.connections)
 
 
 async def test_the_budgets_end_closes_the_downstream_connection_and_answers_504() -> None:
-    async with serve_downstream("trickle") as downstream:
-        client, transport = client_for(downstream)
-        app = FastAPI()
+    app = FastAPI()
+    async with downstream_client("trickle") as (downstream, client, transport):
 
         @app.get("/relay")
         @cancellable(deadline=0.3)
@@ -430,46 +409,30 @@ async def test_the_budgets_end_closes_the_downstream_connection_and_answers_504(
                     size += len(chunk)
             return size
 
-        async with client:
-            result = await HangUpClient(app).get("/relay")
-            assert result.status_code == 504, result.body
-            with anyio.fail_after(3):
-                await downstream.seen[0].closed.wait()
-            assert half_used(transport) == []
+        result = await HangUpClient(app).get("/relay")
+        assert result.status_code == 504, result.body
+        with anyio.fail_after(3):
+            await downstream.seen[0].closed.wait()
+        assert half_used(transport) == []
 
 
 async def test_a_silent_downstream_ends_in_the_504_not_in_a_timeout_error() -> None:
     """The read timeout the hook sets ends with the budget: the budget's 504 wins the race."""
-    async with serve_downstream("silent") as downstream:
-        client, transport = client_for(downstream, timeout=None)
-        app = FastAPI()
-
-        @app.get("/hop")
-        @cancellable(deadline=0.1)
-        async def hop() -> str:
-            return (await client.get("/")).text
-
-        async with client:
-            statuses = [(await HangUpClient(app).get("/hop")).status_code for _ in range(5)]
-            assert half_used(transport) == []
+    async with downstream_client("silent", timeout=None) as (_, client, transport):
+        app = hop_app(client, deadline=0.1)
+        statuses = [(await HangUpClient(app).get("/hop")).status_code for _ in range(5)]
+        assert half_used(transport) == []
     assert statuses == [504] * 5
 
 
 async def test_a_completed_call_leaves_its_connection_idle_for_the_next() -> None:
     """The contrast to the hang-up: the pool check sees a connection that is kept."""
-    async with serve_downstream("answer") as downstream:
-        client, transport = client_for(downstream)
-        app = FastAPI()
-        add_cancellation(app, deadline=2.0)
-
-        @app.get("/hop")
-        async def hop() -> str:
-            return (await client.get("/")).text
-
-        async with client:
-            assert (await HangUpClient(app).get("/hop")).status_code == 200
-            (connection,) = transport._pool.connections
-            assert connection.is_idle()
+    app = FastAPI()
+    add_cancellation(app, deadline=2.0)
+    async with downstream_client() as (_, client, transport):
+        assert (await HangUpClient(hop_app(client, app)).get("/hop")).status_code == 200
+        (connection,) = transport._pool.connections
+        assert connection.is_idle()
 
 
 # -- Misuse ----------------------------------------------------------------------------------

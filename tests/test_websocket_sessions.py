@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Annotated, Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, WebSocket, WebSocketDisconnect
-from starlette.types import Message
+from starlette.types import Message, Send
 
 from fastapi_hangup import (
     CancelCause,
@@ -30,14 +30,58 @@ pytestmark = pytest.mark.anyio
 GRACEFUL = cancel_ctx_with(grace=5.0)
 LONG = 30.0  # seconds of work nobody waits for: only a cancellation ends it early
 
+Session = Callable[[WebSocket, CancelOnDisconnect], Awaitable[None]]
+
+
+def session_app(session: Session, path: str = "/ws", app: FastAPI | None = None) -> FastAPI:
+    """``app`` (or a new one) with a websocket route at ``path`` guarded by ``ctx: CancelCtx``
+    that accepts, then awaits ``session(websocket, ctx)``: the part a test writes."""
+    if app is None:
+        app = FastAPI()
+
+    @app.websocket(path)
+    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
+        await websocket.accept()
+        await session(websocket, ctx)
+
+    del endpoint
+    return app
+
+
+async def run_until_closed(
+    app: FastAPI, path: str = "/ws", *, drop: bool = False
+) -> HangUpWebSocket:
+    """A session on ``path``: one message, a moment for the endpoint to get to its work,
+    then the client's close with 1001 (with ``drop``: the connection lost, 1006)."""
+    async with HangUpWebSocket(app, path) as ws:
+        await ws.send_text("go")
+        await anyio.sleep(0.02)
+        if drop:
+            await ws.drop()
+        else:
+            await ws.close(1001)
+    return ws
+
+
+async def serve_scripted(
+    app: FastAPI,
+    receive: ScriptedReceive,
+    send: Send | None = None,
+    meanwhile: Callable[[], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run one session of ``app`` at ``/ws`` on a hand-scripted server (at most 5 s), with
+    ``meanwhile`` alongside to push what the server receives next."""
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            if meanwhile is not None:
+                tg.start_soon(meanwhile)
+            await app(websocket_scope("/ws"), receive, send or RecordingSend())
+
 
 def generating_app(events: list[str]) -> FastAPI:
     """A chat endpoint: one prompt, then a long generation that sends a token now and then."""
-    app = FastAPI()
 
-    @app.websocket("/chat")
-    async def chat(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         prompt = await websocket.receive_text()
         try:
             for i in range(1000):
@@ -48,7 +92,7 @@ def generating_app(events: list[str]) -> FastAPI:
             raise
         events.append("finished")
 
-    return app
+    return session_app(session, "/chat")
 
 
 def assert_stopped_cleanly(result: WebSocketResult, code: int) -> None:
@@ -90,12 +134,9 @@ async def test_a_dropped_connection_cancels_the_handler_with_code_1006() -> None
 
 
 async def test_a_close_while_the_endpoint_waits_for_a_message_is_the_normal_end() -> None:
-    app = FastAPI()
     seen: list[object] = []
 
-    @app.websocket("/echo")
-    async def echo(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         try:
             while True:
                 await websocket.send_text((await websocket.receive_text()).upper())
@@ -103,7 +144,7 @@ async def test_a_close_while_the_endpoint_waits_for_a_message_is_the_normal_end(
             seen.append(disconnect.code)
             seen.append(ctx.is_cancelled)
 
-    async with HangUpWebSocket(app, "/echo") as ws:
+    async with HangUpWebSocket(session_app(session), "/ws") as ws:
         await ws.send_text("a")
         assert await ws.receive_text() == "A"
         await anyio.sleep(0.01)  # the endpoint waits for the next message
@@ -114,14 +155,11 @@ async def test_a_close_while_the_endpoint_waits_for_a_message_is_the_normal_end(
 
 
 async def test_every_message_sent_during_the_work_reaches_the_endpoint_once_in_order() -> None:
-    app = FastAPI()
     got: list[str] = []
     working = anyio.Event()
     go_on = anyio.Event()
 
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         await websocket.receive_text()
         working.set()
         await go_on.wait()  # the work: the watcher owns receive meanwhile
@@ -130,7 +168,7 @@ async def test_every_message_sent_during_the_work_reaches_the_endpoint_once_in_o
         await websocket.send_text(str(len(got)))
 
     sent = [f"m{i}" for i in range(50)] + ["last"]
-    async with HangUpWebSocket(app, "/ws") as ws:
+    async with HangUpWebSocket(session_app(session), "/ws") as ws:
         await ws.send_text("start")
         await working.wait()
         for text in sent:
@@ -144,13 +182,10 @@ async def test_every_message_sent_during_the_work_reaches_the_endpoint_once_in_o
 
 
 async def test_the_watcher_is_the_only_reader_and_holds_at_most_one_message() -> None:
-    app = FastAPI()
     got: list[str] = []
     done = anyio.Event()
 
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         await anyio.sleep(0.05)  # working while three messages are pending
         for _ in range(3):
             got.append(await websocket.receive_text())
@@ -160,16 +195,12 @@ async def test_the_watcher_is_the_only_reader_and_holds_at_most_one_message() ->
 
     receive = ScriptedReceive([{"type": "websocket.connect"}])
     receive.push(*({"type": "websocket.receive", "text": t} for t in "abc"))
-    send = RecordingSend()
 
     async def close_when_done() -> None:
         await done.wait()
         receive.push({"type": "websocket.disconnect", "code": 1000})
 
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(close_when_done)
-            await app(websocket_scope("/ws"), receive, send)
+    await serve_scripted(session_app(session), receive, meanwhile=close_when_done)
 
     assert got == ["a", "b", "c"]
     assert receive.max_waiting == 1
@@ -178,12 +209,9 @@ async def test_the_watcher_is_the_only_reader_and_holds_at_most_one_message() ->
 
 
 async def test_a_work_block_is_cancelled_and_the_session_sees_the_close_next() -> None:
-    app = FastAPI()
     events: list[object] = []
 
-    @app.websocket("/chat")
-    async def chat(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         try:
             while True:
                 prompt = await websocket.receive_text()
@@ -195,7 +223,7 @@ async def test_a_work_block_is_cancelled_and_the_session_sees_the_close_next() -
         except WebSocketDisconnect as disconnect:
             events.append(("disconnect", disconnect.code))
 
-    async with HangUpWebSocket(app, "/chat") as ws:
+    async with HangUpWebSocket(session_app(session), "/ws") as ws:
         await ws.send_text("poem")
         await ws.receive_text()
         await ws.close(1001)
@@ -205,12 +233,9 @@ async def test_a_work_block_is_cancelled_and_the_session_sees_the_close_next() -
 
 
 async def test_one_generation_can_be_stopped_while_the_session_goes_on() -> None:
-    app = FastAPI()
     answers: list[bool] = []
 
-    @app.websocket("/chat")
-    async def chat(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         async for prompt in websocket.iter_text():
             with ctx.work() as work:
                 if prompt == "stop me":
@@ -219,7 +244,7 @@ async def test_one_generation_can_be_stopped_while_the_session_goes_on() -> None
             answers.append(work.cancelled)
             await websocket.send_text("done")
 
-    async with HangUpWebSocket(app, "/chat") as ws:
+    async with HangUpWebSocket(session_app(session), "/ws") as ws:
         for prompt in ("stop me", "hello"):
             await ws.send_text(prompt)
             assert await ws.receive_text() == "done"
@@ -229,13 +254,10 @@ async def test_one_generation_can_be_stopped_while_the_session_goes_on() -> None
 
 
 async def test_a_work_block_entered_after_the_close_is_cancelled_at_once() -> None:
-    app = FastAPI()
     events: list[object] = []
     closed = anyio.Event()
 
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         await websocket.receive_text()
         with ctx.work():
             await closed.wait()
@@ -244,7 +266,7 @@ async def test_a_work_block_entered_after_the_close_is_cancelled_at_once() -> No
             await anyio.sleep(LONG)
         events.append(second.cancelled)
 
-    async with HangUpWebSocket(app, "/ws") as ws:
+    async with HangUpWebSocket(session_app(session), "/ws") as ws:
         await ws.send_text("go")
         await anyio.sleep(0.01)
         await ws.close(1001, wait=False)
@@ -256,12 +278,9 @@ async def test_a_work_block_entered_after_the_close_is_cancelled_at_once() -> No
 
 
 async def test_nothing_is_sent_after_the_close() -> None:
-    app = FastAPI()
     raised: list[object] = []
 
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         await websocket.receive_text()
         try:
             await anyio.sleep(LONG)
@@ -273,10 +292,7 @@ async def test_nothing_is_sent_after_the_close() -> None:
                     raised.append(disconnect.code)
                 await websocket.close()  # dropped: the socket is closed already
 
-    async with HangUpWebSocket(app, "/ws") as ws:
-        await ws.send_text("go")
-        await anyio.sleep(0.01)
-        await ws.close(1001)
+    ws = await run_until_closed(session_app(session))
 
     assert raised == [1001]
     assert [m["type"] for m in ws.result.messages] == ["websocket.accept"]
@@ -284,17 +300,13 @@ async def test_nothing_is_sent_after_the_close() -> None:
 
 
 async def test_the_servers_own_close_after_a_normal_end_is_no_hang_up() -> None:
-    app = FastAPI()
-
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         await websocket.send_text(await websocket.receive_text())
         await websocket.close()
         await anyio.sleep(0.02)  # the client's close comes in now
         assert not ctx.is_cancelled
 
-    async with HangUpWebSocket(app, "/ws") as ws:
+    async with HangUpWebSocket(session_app(session), "/ws") as ws:
         await ws.send_text("hi")
         assert await ws.receive_text() == "hi"
         with pytest.raises(WebSocketDisconnect):
@@ -319,10 +331,7 @@ async def test_on_cancel_callbacks_run_and_the_hook_gets_the_close_code() -> Non
         await websocket.receive_text()
         await anyio.sleep(LONG)
 
-    async with HangUpWebSocket(app, "/ws/lobby") as ws:
-        await ws.send_text("go")
-        await anyio.sleep(0.01)
-        await ws.drop()
+    await run_until_closed(app, "/ws/lobby", drop=True)
 
     assert ran == ["lobby"]
     [stop] = stopped
@@ -337,36 +346,22 @@ async def test_on_cancel_callbacks_run_and_the_hook_gets_the_close_code() -> Non
 
 
 async def test_a_shield_holds_off_the_close() -> None:
-    app = FastAPI()
     events: list[str] = []
 
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         await websocket.receive_text()
         with ctx.shield():
             await anyio.sleep(0.05)
             events.append("shielded block done")
         await anyio.sleep(LONG)
 
-    async with HangUpWebSocket(app, "/ws") as ws:
-        await ws.send_text("go")
-        await anyio.sleep(0.01)
-        await ws.close(1001)
+    ws = await run_until_closed(session_app(session))
 
     assert events == ["shielded block done"]
     assert_stopped_cleanly(ws.result, 1001)
 
 
 # Which websocket routes are guarded.
-
-
-async def run_until_closed(app: FastAPI, path: str = "/ws") -> HangUpWebSocket:
-    async with HangUpWebSocket(app, path) as ws:
-        await ws.send_text("go")
-        await anyio.sleep(0.02)
-        await ws.close(1001)
-    return ws
 
 
 def sleeping_endpoint(app: FastAPI | APIRouter, events: list[str], path: str = "/ws") -> None:
@@ -440,12 +435,11 @@ async def test_add_cancellation_with_websockets_still_serves_http_and_websockets
     async def index() -> dict[str, str]:
         return {"ok": "yes"}
 
-    @app.websocket("/echo")
-    async def echo(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         await websocket.send_text(await websocket.receive_text())
         await websocket.close()
 
+    session_app(session, "/echo", app)
     result = await HangUpClient(app).get("/")
     async with HangUpWebSocket(app, "/echo") as ws:
         await ws.send_text("hi")
@@ -473,12 +467,10 @@ async def test_work_on_an_http_route_says_what_to_do() -> None:
 
 
 async def test_a_server_shutting_down_cancels_the_session_from_outside() -> None:
-    app = FastAPI()
-
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         await anyio.sleep(LONG)
+
+    app = session_app(session)
 
     receive = ScriptedReceive([{"type": "websocket.connect"}])
     records: list[logging.LogRecord] = []
@@ -506,12 +498,9 @@ async def test_a_server_shutting_down_cancels_the_session_from_outside() -> None
 
 
 async def test_a_send_the_server_refuses_is_the_close_and_the_next_receive_reports_it() -> None:
-    app = FastAPI()
     events: list[object] = []
 
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         await websocket.receive_text()
         try:
             with ctx.work() as work:
@@ -534,8 +523,7 @@ async def test_a_send_the_server_refuses_is_the_close_and_the_next_receive_repor
             raise OSError("the connection is closing")
         sent.append(message)
 
-    with anyio.fail_after(5):
-        await app(websocket_scope("/ws"), receive, send)
+    await serve_scripted(session_app(session), receive, send)
 
     assert events == [True, 1006]
     assert [m["type"] for m in sent] == ["websocket.accept"]
@@ -559,22 +547,16 @@ async def test_a_grace_period_lets_the_work_stop_by_itself_first() -> None:
                 await anyio.sleep(LONG / 1000)
         events.append(f"block cancelled: {work.cancelled}")
 
-    async with HangUpWebSocket(app, "/ws") as ws:
-        await ws.send_text("go")
-        await anyio.sleep(0.02)
-        await ws.close(1001)
+    ws = await run_until_closed(app)
 
     assert events == ["stopped at a safe point", "block cancelled: True"]
     assert_stopped_cleanly(ws.result, 1001)
 
 
 async def test_a_failing_server_receive_reaches_the_endpoints_next_receive() -> None:
-    app = FastAPI()
     seen: list[str] = []
 
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         try:
             await websocket.receive_text()
         except OSError as error:
@@ -586,10 +568,7 @@ async def test_a_failing_server_receive_reaches_the_endpoints_next_receive() -> 
         await anyio.sleep(0.01)
         receive.fail(OSError("the server's receive broke"))
 
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(fail_soon)
-            await app(websocket_scope("/ws"), receive, RecordingSend())
+    await serve_scripted(session_app(session), receive, meanwhile=fail_soon)
 
     assert seen == ["the server's receive broke"]
 
@@ -599,17 +578,12 @@ async def test_a_session_guarded_twice_has_one_guard() -> None:
     add_cancellation(app, websockets=True)
     contexts: list[object] = []
 
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         contexts.append(ctx)
-        await websocket.accept()
         await websocket.receive_text()
         await anyio.sleep(LONG)
 
-    async with HangUpWebSocket(app, "/ws") as ws:
-        await ws.send_text("go")
-        await anyio.sleep(0.02)
-        await ws.close(1001)
+    ws = await run_until_closed(session_app(session, app=app))
 
     assert contexts == [ws.result.context]
     assert_stopped_cleanly(ws.result, 1001)
@@ -654,12 +628,7 @@ async def test_an_error_of_the_handler_goes_on_as_without_the_guard(entry: str) 
 
 
 async def test_a_reader_and_a_writer_task_end_quietly_on_the_close() -> None:
-    app = FastAPI()
-
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket, ctx: CancelCtx) -> None:
-        await websocket.accept()
-
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
         async def writer() -> None:
             with anyio.CancelScope(shield=True):
                 await anyio.sleep(0.05)  # the close comes meanwhile
@@ -669,7 +638,7 @@ async def test_a_reader_and_a_writer_task_end_quietly_on_the_close() -> None:
             tg.start_soon(writer)
             await websocket.receive_text()  # raises WebSocketDisconnect too
 
-    async with HangUpWebSocket(app, "/ws") as ws:
+    async with HangUpWebSocket(session_app(session), "/ws") as ws:
         await anyio.sleep(0.01)
         await ws.close(1001)
 
@@ -694,9 +663,6 @@ async def test_a_yield_dependency_holding_a_scope_inside_the_guard_keeps_them_ne
         await websocket.receive_text()
         await anyio.sleep(LONG)
 
-    async with HangUpWebSocket(app, "/ws") as ws:
-        await ws.send_text("go")
-        await anyio.sleep(0.02)
-        await ws.close(1001)
+    ws = await run_until_closed(app)
 
     assert_stopped_cleanly(ws.result, 1001)
