@@ -137,37 +137,30 @@ def _open(connection: HTTPConnection, options: CancelOptions) -> CancelOnDisconn
     request = cast(Request, connection)
     guard = RequestGuard(scope, request.receive, options, request)
     guard.enter()
-    request_stack.push_async_exit(_RequestExit(guard, request))
-    function_stack.push_async_exit(_FunctionExit(guard, request))
+    exits = _Exits(guard, request)
+    request_stack.push_async_exit(exits)
+    function_stack.push_async_exit(exits)
     return guard.ctx
 
 
-class _Exit:
-    """An exit-stack entry of the guard's: an object with an ``__aexit__``, which
-    ``AsyncExitStack`` takes faster than a plain callback."""
+class _Exits:
+    """The guard's two exit-stack entries, as one object with an ``__aexit__`` (which
+    ``AsyncExitStack`` takes faster than a plain callback), pushed on both stacks.
 
-    __slots__ = ("_guard", "_request")
+    FastAPI closes the function stack when the endpoint returns and the request stack after
+    the response (``_fastapi.exit_stacks``), so the first call is the function stack's.
+    """
+
+    __slots__ = ("_function_closed", "_guard", "_request")
 
     def __init__(self, guard: RequestGuard, request: Request) -> None:
         self._guard = guard
         self._request = request
+        self._function_closed = False
 
     async def __aenter__(self) -> None:  # what an async context manager has: never called
         raise NotImplementedError
 
-
-class _FunctionExit(_Exit):
-    """The endpoint returned (or raised): the work is over.
-
-    The guard is left here if that keeps cancel scopes nested, which is when its scope is
-    the innermost one still open: a function-scoped yield dependency solved earlier may hold
-    a scope of its own around ours and closes right after. Otherwise something solved later
-    on the request stack holds one inside ours (FastAPI's cleanup scope, a yield dependency's
-    task group), and the guard is left on the request stack, after it.
-    """
-
-    __slots__ = ()
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -175,28 +168,23 @@ class _FunctionExit(_Exit):
         tb: TracebackType | None,
     ) -> bool:
         guard = self._guard
-        guard.end_work()
-        if is_innermost(guard.cancel_scope):
-            return await _leave(guard, self._request, exc)
-        if exc is None and guard.hung_up:
-            # The client left, but the endpoint finished without another await: there is
-            # nobody to send the response to, and sending can block (hypercorn over HTTP/2).
-            raise ClientDisconnected()
-        return False
-
-
-class _RequestExit(_Exit):
-    """The request is over: leave the guard if the function stack did not."""
-
-    __slots__ = ()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        guard = self._guard
+        if not self._function_closed:
+            # The endpoint returned (or raised): the work is over. The guard is left here if
+            # that keeps cancel scopes nested, which is when its scope is the innermost one
+            # still open: a function-scoped yield dependency solved earlier may hold a scope
+            # of its own around ours and closes right after. Otherwise something solved later
+            # on the request stack holds one inside ours (FastAPI's cleanup scope, a yield
+            # dependency's task group), and the guard is left on the request stack, after it.
+            self._function_closed = True
+            guard.end_work()
+            if is_innermost(guard.cancel_scope):
+                return await _leave(guard, self._request, exc)
+            if exc is None and guard.hung_up:
+                # The client left, but the endpoint finished without another await: there is
+                # nobody to send the response to, and sending can block (hypercorn, HTTP/2).
+                raise ClientDisconnected()
+            return False
+        # The request is over: leave the guard if the function stack did not.
         if not guard.finished:
             return await _leave(guard, self._request, exc)
         if exc is None:

@@ -58,6 +58,38 @@ async def test_dependencies_see_both_exit_stacks_and_the_api_route() -> None:
     assert seen["endpoint"] is True
 
 
+async def test_the_function_stack_closes_before_the_request_stack_and_the_response() -> None:
+    order: list[str] = []
+
+    def pushed(name: str) -> Callable[..., bool]:
+        def exit_callback(*exc_info: object) -> bool:
+            order.append(name)
+            return False
+
+        return exit_callback
+
+    async def look(request: Request) -> None:
+        stacks = _fastapi.exit_stacks(request.scope)
+        assert stacks is not None
+        request_stack, function_stack = stacks
+        request_stack.push(pushed("request stack"))
+        function_stack.push(pushed("function stack"))
+
+    async def endpoint_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            order.append("response")
+
+    app = FastAPI()
+
+    @app.get("/", dependencies=[Depends(look)])
+    async def endpoint() -> None:
+        order.append("endpoint")
+
+    with anyio.fail_after(5):
+        await app(http_scope("GET", "/"), ScriptedReceive([BODY_END]), endpoint_send)
+    assert order == ["endpoint", "function stack", "response", "request stack"]
+
+
 async def test_request_reads_through_its_private_receive_and_keeps_the_route_send() -> None:
     seen: list[Message] = []
 
