@@ -26,3 +26,26 @@ def test_the_websocket_benchmark_measures_both_backends(capsys: pytest.CaptureFi
 
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[2:]] == ["| asyncio", "| trio"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_instructions_benchmark_runs_every_variant_it_can_build(
+    anyio_backend: str,
+) -> None:
+    # The measuring process's work, without valgrind (which would take minutes).
+    from benchmarks import instructions
+
+    measured = await instructions._run(["plain", "cancel_ctx", "no-such-variant"], requests=3)
+
+    assert measured == ["plain", "cancel_ctx"]
+
+
+def test_the_instructions_benchmark_says_when_valgrind_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import instructions
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr("sys.argv", ["instructions.py", "--variants", "plain"])
+    with pytest.raises(SystemExit, match="valgrind is not on PATH"):
+        instructions.main()
