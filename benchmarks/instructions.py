@@ -33,9 +33,7 @@ import asyncio
 import binascii
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -102,25 +100,22 @@ def _total(dump: Path) -> int:
 
 def _count(python: str, root: Path, variants: list[str], requests: int) -> dict[str, float]:
     """Instructions per request of each variant ``root``'s checkout can build."""
+    from benchmarks._child import run_child
+
     with tempfile.TemporaryDirectory(prefix="instructions-") as folder:
-        done = subprocess.run(
-            [
+        out = run_child(
+            __file__,
+            ["--requests", str(requests), "--variants", *variants],
+            python=python,
+            root=root,
+            wrapper=(
                 *("valgrind", "--tool=callgrind", "--dump-before=binascii_crc_hqx*"),
                 f"--callgrind-out-file={folder}/callgrind.%p",
-                *(python, str(Path(__file__).resolve()), "--child"),
-                *("--requests", str(requests), "--variants", *variants),
-            ],
-            # One hash seed: the layout of every dict and set, hence the count, is the same
-            # from one run to the next.
-            env={**os.environ, "PYTHONPATH": str(root), "PYTHONHASHSEED": "0"},
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=False,
+            ),
+            # One hash seed: the layout of every dict and set is the same from run to run.
+            env={"PYTHONHASHSEED": "0"},
         )
-        if done.returncode:
-            sys.exit(f"the measuring process failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        measured: list[str] = json.loads(done.stdout)
+        measured: list[str] = json.loads(out)
         # One file per dump, callgrind.PID.N in order; the last (callgrind.PID) is the exit's.
         dumps = sorted(Path(folder).glob("callgrind.*.*"), key=lambda p: int(p.suffix[1:]))
         totals = [_total(dump) for dump in dumps]
