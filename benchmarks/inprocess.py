@@ -125,24 +125,23 @@ def main() -> None:
     if args.child:
         _child(variants, args.requests, args.rounds)
         return
+    from benchmarks._child import run_child
+
     trees = [("", ROOT)] + [
         (name, Path(path)) for name, _, path in (t.partition("=") for t in args.tree)
     ]
     runs: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         for name, root in trees:
-            out = subprocess.run(
+            out = run_child(
+                __file__,
                 [
-                    *(args.python, str(Path(__file__).resolve()), "--child"),
                     *("--requests", str(args.requests), "--rounds", str(args.rounds)),
                     *("--variants", *variants),
                 ],
-                env={**os.environ, "PYTHONPATH": str(root)},
-                cwd=root,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+                python=args.python,
+                root=root,
+            )
             for variant, samples in json.loads(out).items():
                 label = f"{variant}@{name}" if name else variant
                 runs.setdefault(label, []).extend(samples)

@@ -16,9 +16,7 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -93,21 +91,18 @@ def main() -> None:
         print(json.dumps(uvloop.run(_measure(args.variants, args.requests, args.rounds))))
         return
     from benchmarks._apps import AWAITS
+    from benchmarks._child import run_child
     from benchmarks.inprocess import _names_in
 
     variants = args.variants or [v for v in _names_in(args.python) if not v.endswith(AWAITS)]
-    out = subprocess.run(
+    out = run_child(
+        __file__,
         [
-            *(args.python, str(Path(__file__).resolve()), "--child"),
             *("--requests", str(args.requests), "--rounds", str(args.rounds)),
             *("--variants", *variants),
         ],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+        python=args.python,
+    )
     results: dict[str, list[float]] = json.loads(out)  # the rounds, then tasks per request
     base = statistics.median(results["plain"][:-1])
     print(f"{'variant':<32}{'KiB/request':>12}{'over plain':>12}{'tasks':>7}   rounds")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -26,3 +28,46 @@ def test_the_websocket_benchmark_measures_both_backends(capsys: pytest.CaptureFi
 
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[2:]] == ["| asyncio", "| trio"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_instructions_benchmark_runs_every_variant_it_can_build(
+    anyio_backend: str,
+) -> None:
+    # The measuring process's work, without valgrind (which would take minutes).
+    from benchmarks import instructions
+
+    measured = await instructions._run(["plain", "cancel_ctx", "no-such-variant"], requests=3)
+
+    assert measured == ["plain", "cancel_ctx"]
+
+
+def test_the_instructions_benchmark_says_when_valgrind_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import instructions
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr("sys.argv", ["instructions.py", "--variants", "plain"])
+    with pytest.raises(SystemExit, match="valgrind is not on PATH"):
+        instructions.main()
+
+
+def test_the_measuring_process_answers_with_its_figures() -> None:
+    from benchmarks import memory
+    from benchmarks._child import run_child
+
+    args = ["--requests", "10", "--rounds", "2", "--variants", "plain", "cancel_ctx"]
+    results = json.loads(run_child(memory.__file__, args))
+
+    assert list(results) == ["plain", "cancel_ctx"]
+    assert all(len(figures) == 3 for figures in results.values())  # 2 rounds, then tasks
+    assert results["cancel_ctx"][-1] == 1.0  # one watcher per held request
+
+
+def test_a_failing_measuring_process_ends_the_run_with_its_error() -> None:
+    from benchmarks import memory
+    from benchmarks._child import run_child
+
+    with pytest.raises(SystemExit, match="unknown variant 'nope'"):
+        run_child(memory.__file__, ["--requests", "1", "--rounds", "1", "--variants", "nope"])
