@@ -30,3 +30,23 @@ def spin(seconds: float, pid_file: str | None = None) -> int:
 def square(number: int) -> int:
     """A quick result to check that the pool still works."""
     return number * number
+
+
+def worker_state(pid_file: str) -> str:
+    """What became of the worker that wrote ``pid_file``, as the kernel tells it right now.
+
+    ``"gone"`` (reaped), ``"zombie"`` (dead, not yet reaped), ``"no pid"`` (the work never
+    started), or the state letter of a live process (``R``, ``S``, ``D``...). The app asks
+    this the moment ``ctx.run_in_process`` gives up on a hang-up: the promise is that the
+    worker is dead by then, which no poll from the test's side, however long, can tell.
+    """
+    try:
+        pid = int(Path(pid_file).read_text())
+    except FileNotFoundError:
+        return "no pid"
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+    state = stat.rpartition(")")[2].split()[0]  # the name, in parentheses, may hold spaces
+    return "zombie" if state in ("Z", "X") else state

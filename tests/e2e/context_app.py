@@ -25,7 +25,7 @@ from fastapi_hangup import (
     cancellable,
     cancellable_route,
 )
-from tests._offload import spin, square
+from tests._offload import spin, square, worker_state
 
 from ._app_kit import make_app, qualified, work
 from ._events import record
@@ -87,7 +87,9 @@ async def offload_spin(rid: str, pid_file: str, ctx: CancelCtx) -> dict[str, int
     try:
         turns = await ctx.run_in_process(spin, 30.0, pid_file)
     except BaseException as exc:
-        record(rid, "end", exc=qualified(type(exc)), cancelled=ctx.is_cancelled)
+        # The worker's fate the moment run_in_process gives up: it must be dead by now.
+        worker = worker_state(pid_file)
+        record(rid, "end", exc=qualified(type(exc)), cancelled=ctx.is_cancelled, worker=worker)
         raise
     record(rid, "end", exc=None, cancelled=ctx.is_cancelled)
     return {"turns": turns}
