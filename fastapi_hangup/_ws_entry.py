@@ -126,7 +126,7 @@ class _SessionExit:
 
 class _SessionFunctionExit(_SessionExit):
     """The endpoint returned (or raised): leave the guard, if that keeps scopes nested (see
-    ``_dependency._FunctionExit``), else on the request stack."""
+    ``_dependency._Exits``), else on the request stack."""
 
     __slots__ = ()
 
