@@ -109,6 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
+    if os.sep in args.python:  # servers start in each tree's directory: keep it reachable
+        args.python = os.path.abspath(args.python)
     args.variants = args.variants or _names_in(args.python)
     runs = [(v, v, ROOT) for v in args.variants]
     for tree in args.tree:
