@@ -42,6 +42,7 @@ SCOPE_KEY = "fastapi_hangup.guard"  # the HTTP guard's key: one guard per connec
 OBSERVER_KEY = "fastapi_hangup.observer"  # the HTTP guard's too (the test kit's)
 _NO_STATUS = 1005  # RFC 6455: the close frame carried no status code
 _DROPPED = 1006  # RFC 6455: the connection closed without a close frame
+_CLOSE_WAIT = 0.1  # seconds a failed send waits for the server to report the close
 _ENDED_BY_CLOSE = (WebSocketDisconnect, ClientDisconnected)
 
 
@@ -153,6 +154,16 @@ class WebSocketGuard(WorkState):
             # connected, so that the next receive_*() could not report the close itself.
             self._on_close({"type": "websocket.disconnect", "code": _DROPPED}, False)
             raise WebSocketDisconnect(_DROPPED) from None
+        except Exception:
+            # daphne raises autobahn's ``Disconnected`` (no OSError) on a send to a closed
+            # connection, and its disconnect is queued for the watcher but not yet read: give
+            # the watcher a moment to read it. Without a close, the server's error is the error.
+            if self._closed_by is None:
+                with anyio.move_on_after(_CLOSE_WAIT, shield=True):
+                    await self._watcher.wait_closed()
+            if self._closed_by is None:
+                raise
+            raise WebSocketDisconnect(self.close_code or _DROPPED) from None
         kind = message["type"]
         if kind == "websocket.accept":
             if self.working:

@@ -83,6 +83,15 @@ class SessionWatcher:
         if self._task is not None:
             await join(self._task, scope)
 
+    async def wait_closed(self) -> None:
+        """Wait until the watcher has read the close, or is no longer watching."""
+        while self._disconnect is None and self._error is None:
+            if self._state is not _State.WATCHING:
+                return
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+
     async def receive(self) -> Message:
         """The next message: what the watcher holds, then what it reads, then the raw stream."""
         self._readers += 1

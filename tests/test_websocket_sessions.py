@@ -529,6 +529,63 @@ async def test_a_send_the_server_refuses_is_the_close_and_the_next_receive_repor
     assert [m["type"] for m in sent] == ["websocket.accept"]
 
 
+class _Disconnected(Exception):
+    """What autobahn (daphne) raises on a send to a closed connection: no OSError."""
+
+
+async def test_a_send_failing_with_another_error_while_the_close_is_queued_is_the_close() -> None:
+    events: list[object] = []
+
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
+        await websocket.receive_text()
+        try:
+            with ctx.work() as work:
+                await websocket.send_text("token")
+                await anyio.sleep(LONG)
+            events.append(work.cancelled)
+            await websocket.receive_text()
+        except WebSocketDisconnect as disconnect:
+            events.append(disconnect.code)
+
+    receive = ScriptedReceive(
+        [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "go"}]
+    )
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.send":
+            # daphne: the disconnect is queued for the app, the send fails before it is read.
+            receive.push({"type": "websocket.disconnect", "code": 1006})
+            raise _Disconnected("Attempt to send on a closed protocol")
+
+    await serve_scripted(session_app(session), receive, send)
+
+    assert events == [True, 1006]
+
+
+async def test_a_send_failing_with_another_error_and_no_close_raises_that_error() -> None:
+    seen: list[str] = []
+
+    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
+        await websocket.receive_text()
+        with ctx.work():
+            try:
+                await websocket.send_text("token")
+            except _Disconnected as error:
+                seen.append(str(error))
+
+    receive = ScriptedReceive(
+        [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "go"}]
+    )
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.send":
+            raise _Disconnected("the server's own failure")
+
+    await serve_scripted(session_app(session), receive, send)
+
+    assert seen == ["the server's own failure"]
+
+
 async def test_a_grace_period_lets_the_work_stop_by_itself_first() -> None:
     app = FastAPI()
     events: list[str] = []
