@@ -109,27 +109,26 @@ def open_session(
     route_websocket(websocket, guard.receive, guard.send)
     guard.enter()
     request_stack, function_stack = stacks
-    request_stack.push_async_exit(_SessionRequestExit(guard))
-    function_stack.push_async_exit(_SessionFunctionExit(guard))
+    exits = _SessionExits(guard)
+    request_stack.push_async_exit(exits)
+    function_stack.push_async_exit(exits)
     return guard.ctx
 
 
-class _SessionExit:
-    __slots__ = ("_guard",)
+class _SessionExits:
+    """The session guard's exit on both of FastAPI's stacks, as ``_dependency._Exits``: the
+    first call (the function stack's, when the endpoint returns or raises) leaves the guard
+    if that keeps cancel scopes nested; the request stack's leaves it otherwise."""
+
+    __slots__ = ("_function_closed", "_guard")
 
     def __init__(self, guard: WebSocketGuard) -> None:
         self._guard = guard
+        self._function_closed = False
 
     async def __aenter__(self) -> None:  # what an async context manager has: never called
         raise NotImplementedError
 
-
-class _SessionFunctionExit(_SessionExit):
-    """The endpoint returned (or raised): leave the guard, if that keeps scopes nested (see
-    ``_dependency._Exits``), else on the request stack."""
-
-    __slots__ = ()
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -137,22 +136,12 @@ class _SessionFunctionExit(_SessionExit):
         tb: TracebackType | None,
     ) -> bool:
         guard = self._guard
-        guard.end_work()
-        if is_innermost(guard.cancel_scope):
-            return await guard.leave(exc)
-        return False
-
-
-class _SessionRequestExit(_SessionExit):
-    __slots__ = ()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        guard = self._guard
+        if not self._function_closed:
+            self._function_closed = True
+            guard.end_work()
+            if is_innermost(guard.cancel_scope):
+                return await guard.leave(exc)
+            return False
         if not guard.finished:
             return await guard.leave(exc)
         return False

@@ -497,7 +497,23 @@ async def test_a_server_shutting_down_cancels_the_session_from_outside() -> None
     assert getattr(record, "close_code", 0) is None
 
 
-async def test_a_send_the_server_refuses_is_the_close_and_the_next_receive_reports_it() -> None:
+class _Disconnected(Exception):
+    """What autobahn (daphne) raises on a send to a closed connection: no OSError."""
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        # uvicorn, on a connection that is closing; it reports the close a while later.
+        OSError("the connection is closing"),
+        # daphne: its disconnect is queued for the app, but the send fails before it is read.
+        _Disconnected("Attempt to send on a closed protocol"),
+    ],
+    ids=["OSError", "other error"],
+)
+async def test_a_send_the_server_refuses_is_the_close_and_the_next_receive_reports_it(
+    refusal: Exception,
+) -> None:
     events: list[object] = []
 
     async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
@@ -518,48 +534,14 @@ async def test_a_send_the_server_refuses_is_the_close_and_the_next_receive_repor
 
     async def send(message: Message) -> None:
         if message["type"] == "websocket.send":
-            # uvicorn on a connection that is closing; it reports the close a while later.
             receive.push({"type": "websocket.disconnect", "code": 1006})
-            raise OSError("the connection is closing")
+            raise refusal
         sent.append(message)
 
     await serve_scripted(session_app(session), receive, send)
 
     assert events == [True, 1006]
     assert [m["type"] for m in sent] == ["websocket.accept"]
-
-
-class _Disconnected(Exception):
-    """What autobahn (daphne) raises on a send to a closed connection: no OSError."""
-
-
-async def test_a_send_failing_with_another_error_while_the_close_is_queued_is_the_close() -> None:
-    events: list[object] = []
-
-    async def session(websocket: WebSocket, ctx: CancelOnDisconnect) -> None:
-        await websocket.receive_text()
-        try:
-            with ctx.work() as work:
-                await websocket.send_text("token")
-                await anyio.sleep(LONG)
-            events.append(work.cancelled)
-            await websocket.receive_text()
-        except WebSocketDisconnect as disconnect:
-            events.append(disconnect.code)
-
-    receive = ScriptedReceive(
-        [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "go"}]
-    )
-
-    async def send(message: Message) -> None:
-        if message["type"] == "websocket.send":
-            # daphne: the disconnect is queued for the app, the send fails before it is read.
-            receive.push({"type": "websocket.disconnect", "code": 1006})
-            raise _Disconnected("Attempt to send on a closed protocol")
-
-    await serve_scripted(session_app(session), receive, send)
-
-    assert events == [True, 1006]
 
 
 async def test_a_send_failing_with_another_error_and_no_close_raises_that_error() -> None:
