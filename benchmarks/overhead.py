@@ -116,7 +116,12 @@ def main() -> None:
     for tree in args.tree:
         name, _, path = tree.partition("=")
         source = (Path(path) / "benchmarks" / "_apps.py").read_text()
-        here = [v for v in args.variants if v != "plain" and f'"{v}"' in source]
+        # A variant is there if the tree's _apps.py names its route ("x" for "x+await" too).
+        here = [
+            v
+            for v in args.variants
+            if not v.startswith("plain") and f'"{v.removesuffix(AWAITS)}"' in source
+        ]
         runs += [(f"{v}@{name}", v, Path(path)) for v in here]
     servers = {
         label: (p := free_port(), start_server(v, p, root, args.python)) for label, v, root in runs
