@@ -34,35 +34,63 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 ARM_DELAY = 0.001
 
 
-def arm_later(callback: Callable[[], None]) -> None:
+class Arming:
+    """A callback ``arm_later()`` will run; ``cancel()`` lets go of it (and of all it holds).
+
+    A request that ends before its watcher is armed cancels its arming, so its guard, its
+    ASGI scope and its request are freed when it ends, not with the timer's next generation:
+    held that 1 to 3 ms longer, the objects of some 30 requests stay alive at once under load,
+    and a server spent about 8 µs more per request (wrk, uvicorn) than their instructions say.
+    """
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback: Callable[[], None] | None = callback
+
+    def cancel(self) -> None:
+        """Do not run the callback (the work is over)."""
+        self.callback = None
+
+    def run(self) -> None:
+        """Run the callback, unless cancelled."""
+        callback = self.callback
+        if callback is not None:
+            self.callback = None
+            callback()
+
+
+def arm_later(callback: Callable[[], None]) -> Arming:
     """Run ``callback`` on the event loop between ``ARM_DELAY`` and twice that from now.
 
     One timer per event loop serves every request, as aiohttp coalesces its timeouts: a
-    timer of its own would cost each request ~1.5 µs to schedule and cancel. The callback
-    runs even if the work is over by then, and must check that itself.
+    timer of its own would cost each request ~1.5 µs to schedule and cancel. Cancel the
+    returned ``Arming`` when the work is over first.
 
     trio has no timers outside tasks: there ``callback`` runs once the current task next
     yields to the scheduler.
     """
+    arming = Arming(callback)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no asyncio loop in this thread: we run on trio
         import trio
 
-        trio.lowlevel.current_trio_token().run_sync_soon(callback)
-        return
+        trio.lowlevel.current_trio_token().run_sync_soon(arming.run)
+        return arming
     armer: _Armer | None = getattr(_armers, "armer", None)
     if armer is None or armer.loop is not loop:  # each thread runs one loop at a time
         armer = _armers.armer = _Armer(loop)
-    armer.waiting.append(callback)
+    armer.waiting.append(arming)
     if armer.timer is None:
         armer.timer = loop.call_later(ARM_DELAY, armer.tick)
+    return arming
 
 
 class _Armer:
-    """The callbacks ``arm_later()`` holds for one event loop, in two generations.
+    """The armings ``arm_later()`` holds for one event loop, in two generations.
 
-    Every ``ARM_DELAY`` the timer runs the callbacks that were already waiting at its last
+    Every ``ARM_DELAY`` the timer runs the armings that were already waiting at its last
     run, so each one waits at least a full period; it stops while none wait.
     """
 
@@ -70,14 +98,18 @@ class _Armer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.waiting: list[Callable[[], None]] = []  # added since the timer last ran
-        self.due: list[Callable[[], None]] = []  # waiting at its last run: run at the next
+        self.waiting: list[Arming] = []  # added since the timer last ran
+        self.due: list[Arming] = []  # waiting at its last run: run at the next
         self.timer: asyncio.TimerHandle | None = None
 
     def tick(self) -> None:
         due, self.due, self.waiting = self.due, self.waiting, []
         self.timer = self.loop.call_later(ARM_DELAY, self.tick) if self.due else None
-        for callback in due:
+        for arming in due:
+            callback = arming.callback
+            if callback is None:
+                continue  # the work ended first
+            arming.callback = None
             try:
                 callback()
             except Exception as exc:  # the others must still run; the loop reports it

@@ -41,7 +41,13 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
 from fastapi_hangup._arbiter import ReceiveArbiter
-from fastapi_hangup._backend import arm_later, cancel_was_called, guard_scope, leave_guard_scope
+from fastapi_hangup._backend import (
+    Arming,
+    arm_later,
+    cancel_was_called,
+    guard_scope,
+    leave_guard_scope,
+)
 from fastapi_hangup._callbacks import run_callbacks
 from fastapi_hangup._cause import CancelCause
 from fastapi_hangup._exceptions import ClientDisconnected, DeadlineExceeded
@@ -90,6 +96,7 @@ class RequestGuard(WorkState):
 
     __slots__ = (
         "_arbiter",
+        "_arming",
         "_body_read",
         "_deadline_hit",
         "_ending_id",
@@ -112,6 +119,7 @@ class RequestGuard(WorkState):
             request, self.receive, ClientDisconnected, QUIET_HANDLER
         )
         self._arbiter: ReceiveArbiter | None = None  # made when first needed: most requests never
+        self._arming: Arming | None = None
         self._loop_deadline = math.inf  # the deadline on the event loop's clock
         self._deadline_hit = False
         # Which exception the guard raised to end the request, by id: holding the exception
@@ -157,7 +165,7 @@ class RequestGuard(WorkState):
                 self.deadline = self.started_at + budget
                 self._loop_deadline = self.cancel_scope.deadline = anyio.current_time() + budget
         self.cancel_scope.__enter__()
-        arm_later(self._watch)
+        self._arming = arm_later(self._watch)
 
     async def receive(self) -> Message:
         """The request's ``receive`` as every reader must see it once watching may start."""
@@ -182,6 +190,9 @@ class RequestGuard(WorkState):
         The deadline (and a grace period's) is disarmed too: what runs after the work, the
         response body under the dependency or BackgroundTasks, is not the work's to cancel.
         """
+        arming = self._arming
+        if arming is not None:
+            arming.cancel()  # its guard (this) is freed as soon as the request ends
         if self.working:
             self.working = False
             deadline = self.deadline

@@ -13,9 +13,11 @@ import anyio
 import pytest
 from fastapi import Depends, FastAPI
 
-from fastapi_hangup import CancelCtx, CancelOnDisconnect, cancel_ctx_with, cancellable
+from fastapi_hangup import CancelCtx, CancelOnDisconnect, _backend, cancel_ctx_with, cancellable
+from fastapi_hangup._guard import RequestGuard
 from fastapi_hangup.testing import HangUpClient, assert_cancelled, assert_not_cancelled
 from tests._asgi import BODY_END, RecordingSend, ScriptedReceive, http_scope
+from tests._context_apps import PATH, EntryPoint
 from tests._helpers import hang_up_records
 
 pytestmark = pytest.mark.anyio
@@ -250,6 +252,43 @@ async def test_context_of_a_hang_up_is_not_kept_alive() -> None:
     # FastAPI's exit stacks does); the garbage collector frees them, nothing else holds on.
     gc.collect()
     assert contexts_alive() - before == 0
+
+
+async def test_a_request_over_before_its_watcher_is_armed_is_freed_when_it_ends(
+    entry: EntryPoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The arming timer does not fire during the test: what it holds, it holds to the end.
+    monkeypatch.setattr(_backend, "ARM_DELAY", 60.0)
+    contexts: list[CancelOnDisconnect] = []
+
+    async def work(ctx: CancelOnDisconnect) -> dict[str, bool]:
+        contexts.append(ctx)
+        return {"ok": True}
+
+    app = entry.app(work)
+
+    async def request() -> int | None:
+        send = RecordingSend()
+        await app(http_scope("GET", PATH), ScriptedReceive([BODY_END]), send)
+        return send.status
+
+    assert await request() == 200  # warm up: FastAPI's caches fill on the first request
+    contexts.clear()
+    gc.collect()
+    gc.disable()
+    try:
+        before = guards_alive()
+        for _ in range(5):
+            assert await request() == 200
+        contexts.clear()
+        after = guards_alive()
+    finally:
+        gc.enable()
+    assert after - before == 0  # the timer's pending armings hold none of them
+
+
+def guards_alive() -> int:
+    return sum(isinstance(o, RequestGuard) for o in gc.get_objects())
 
 
 # -- A timeout set to the remaining budget is the deadline ---------------------------------
