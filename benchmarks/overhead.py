@@ -95,6 +95,16 @@ def wrk(port: int, seconds: float, connections: int) -> float:
     return float(match.group(1))
 
 
+def plain_of(variant: str) -> str:
+    """The plain route a variant is measured against: of its own kind (at once, or awaits).
+
+    ``variant`` is a label: a variant's name, ``@NAME`` appended for another tree's. A name
+    may start with ``@`` too (``@cancellable+await@v010``), so the kind is read from the
+    whole label.
+    """
+    return "plain" + AWAITS if AWAITS in variant else "plain"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -142,8 +152,7 @@ def main() -> None:
     print(f"{'variant':<36}{'req/s (median)':>16}{'vs plain':>10}   runs")
     for variant, samples in results.items():
         # Each route against the plain route of its own kind (returns at once, or awaits).
-        awaits = variant.partition("@")[0].endswith(AWAITS)
-        base = statistics.median(results["plain" + AWAITS if awaits else "plain"])
+        base = statistics.median(results[plain_of(variant)])
         med = statistics.median(samples)
         shown = " ".join(f"{r:.0f}" for r in samples)
         print(f"{variant:<36}{med:>16.0f}{med / base:>10.1%}   {shown}")

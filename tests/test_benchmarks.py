@@ -71,3 +71,22 @@ def test_a_failing_measuring_process_ends_the_run_with_its_error() -> None:
 
     with pytest.raises(SystemExit, match="unknown variant 'nope'"):
         run_child(memory.__file__, ["--requests", "1", "--rounds", "1", "--variants", "nope"])
+
+
+@pytest.mark.parametrize(
+    ("label", "plain"),
+    [
+        ("cancel_ctx", "plain"),
+        ("@cancellable", "plain"),
+        ("@cancellable+await", "plain+await"),  # a name that starts with "@" too
+        ("@cancellable+await@v010", "plain+await"),
+        ("CancellableRoute@v010", "plain"),
+        ("plain+await", "plain+await"),
+    ],
+)
+def test_each_throughput_ratio_is_against_the_plain_route_of_its_kind(
+    label: str, plain: str
+) -> None:
+    from benchmarks.overhead import plain_of
+
+    assert plain_of(label) == plain
