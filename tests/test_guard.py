@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -209,6 +209,30 @@ def contexts_alive() -> int:
     return sum(isinstance(o, CancelOnDisconnect) for o in gc.get_objects())
 
 
+def guards_alive() -> int:
+    return sum(isinstance(o, RequestGuard) for o in gc.get_objects())
+
+
+async def left_alive(app: FastAPI, path: str, count: Callable[[], int]) -> int:
+    """How many more of what ``count`` counts live after five requests, the cyclic GC off."""
+
+    async def request() -> None:
+        send = RecordingSend()
+        await app(http_scope("GET", path), ScriptedReceive([BODY_END]), send)
+        assert send.status == 200
+
+    await request()  # warm up: FastAPI's caches fill on the first request
+    gc.collect()
+    gc.disable()
+    try:
+        before = count()
+        for _ in range(5):
+            await request()
+        return count() - before
+    finally:
+        gc.enable()
+
+
 async def test_context_is_freed_without_the_cyclic_garbage_collector() -> None:
     app = FastAPI()
 
@@ -217,22 +241,7 @@ async def test_context_is_freed_without_the_cyclic_garbage_collector() -> None:
         await anyio.sleep(0.01)  # the watcher runs, and is stopped
         return {"ok": True}
 
-    async def request() -> int | None:
-        send = RecordingSend()
-        await app(http_scope("GET", "/"), ScriptedReceive([BODY_END]), send)
-        return send.status
-
-    assert await request() == 200  # warm up: FastAPI's caches fill on the first request
-    gc.collect()
-    gc.disable()
-    try:
-        before = contexts_alive()
-        for _ in range(5):
-            assert await request() == 200
-        after = contexts_alive()
-    finally:
-        gc.enable()
-    assert after - before == 0
+    assert await left_alive(app, "/", contexts_alive) == 0
 
 
 async def test_context_of_a_hang_up_is_not_kept_alive() -> None:
@@ -259,36 +268,12 @@ async def test_a_request_over_before_its_watcher_is_armed_is_freed_when_it_ends(
 ) -> None:
     # The arming timer does not fire during the test: what it holds, it holds to the end.
     monkeypatch.setattr(_backend, "ARM_DELAY", 60.0)
-    contexts: list[CancelOnDisconnect] = []
 
     async def work(ctx: CancelOnDisconnect) -> dict[str, bool]:
-        contexts.append(ctx)
         return {"ok": True}
 
-    app = entry.app(work)
-
-    async def request() -> int | None:
-        send = RecordingSend()
-        await app(http_scope("GET", PATH), ScriptedReceive([BODY_END]), send)
-        return send.status
-
-    assert await request() == 200  # warm up: FastAPI's caches fill on the first request
-    contexts.clear()
-    gc.collect()
-    gc.disable()
-    try:
-        before = guards_alive()
-        for _ in range(5):
-            assert await request() == 200
-        contexts.clear()
-        after = guards_alive()
-    finally:
-        gc.enable()
-    assert after - before == 0  # the timer's pending armings hold none of them
-
-
-def guards_alive() -> int:
-    return sum(isinstance(o, RequestGuard) for o in gc.get_objects())
+    # The timer's pending armings hold none of the guards.
+    assert await left_alive(entry.app(work), PATH, guards_alive) == 0
 
 
 # -- A timeout set to the remaining budget is the deadline ---------------------------------
